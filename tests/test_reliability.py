@@ -43,6 +43,12 @@ def test_nan_loss_stops_the_run_and_marks_it_diverged(make_cfg):
         (["scheduler=onecycle", "scheduler.fn.pct_start=1.5"], "scheduler: Expected float between 0 and 1"),
         (["scheduler=snapshot", "scheduler.fn.cycles=0"], "scheduler.fn.cycles must be >= 1"),
         (["ckpt_path=/nonexistent/last.ckpt"], "does not exist"),
+        (["scheduler=plateau", "scheduler.monitor=val/f1"], "scheduler.monitor must be one of val/loss"),
+        (["scheduler=plateau", "data.val_size=0"], "scheduler.monitor=val/loss needs a validation split"),
+        (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val must be >= 0"),
+        (["trainer.gradient_clip_algorithm=l2"], "trainer.gradient_clip_algorithm must be 'norm' or 'value'"),
+        (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches must be an integer >= 1"),
+        (["optimizer=lbfgs", "trainer.accumulate_grad_batches=2"], "use a larger data.batch_size"),
     ],
 )
 def test_impossible_values_fail_before_training(make_cfg, overrides, message, capsys):

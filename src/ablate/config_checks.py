@@ -12,6 +12,8 @@ from torch import nn
 from ablate.errors import ConfigError
 from ablate.optim import build_scheduler
 
+SCHEDULER_MONITORS = ("val/loss", "val/acc", "train/loss", "train/acc")
+
 
 def check_config(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
@@ -34,6 +36,9 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"optimizer.{key} must be >= 0, got {value}")
     if cfg.get("scheduler") and cfg.scheduler.get("interval") not in ("step", "epoch"):
         raise ConfigError(f"scheduler.interval must be 'step' or 'epoch', got {cfg.scheduler.get('interval')!r}")
+    monitor = cfg.scheduler.get("monitor") if cfg.get("scheduler") else None
+    if monitor is not None and monitor not in SCHEDULER_MONITORS:
+        raise ConfigError(f"scheduler.monitor must be one of {', '.join(SCHEDULER_MONITORS)}, got {monitor!r}")
     if cfg.get("ckpt_path"):
         from pathlib import Path
 
@@ -61,3 +66,27 @@ def check_optimization(
             build_scheduler(scheduler["fn"], opt, scheduler["interval"], steps_per_epoch * max(epochs, 1), epochs)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"scheduler: {err}; check the scheduler.fn.* keys") from None
+
+
+def optimizer_stepping(cfg: DictConfig, optimizer: Callable[..., torch.optim.Optimizer]) -> dict[str, Any]:
+    """The module's clipping and accumulation settings, read from the Lightning names under ``trainer``."""
+    trainer = cfg.trainer
+    clip = trainer.get("gradient_clip_val")
+    algorithm = trainer.get("gradient_clip_algorithm") or "norm"
+    accumulate = trainer.get("accumulate_grad_batches", 1)
+    if clip is not None and not clip >= 0:
+        raise ConfigError(f"trainer.gradient_clip_val must be >= 0 (null = off), got {clip}")
+    if algorithm not in ("norm", "value"):
+        raise ConfigError(f"trainer.gradient_clip_algorithm must be 'norm' or 'value', got {algorithm!r}")
+    if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches must be an integer >= 1, got {accumulate!r}")
+    if accumulate > 1 and getattr(optimizer, "func", None) is torch.optim.LBFGS:
+        raise ConfigError(
+            "optimizer=lbfgs re-evaluates its closure; use a larger data.batch_size instead of "
+            "trainer.accumulate_grad_batches"
+        )
+    return {
+        "gradient_clip_val": clip or None,
+        "gradient_clip_algorithm": algorithm,
+        "accumulate_grad_batches": accumulate,
+    }

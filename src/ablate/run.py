@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 import warnings
@@ -16,14 +18,16 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.config_checks import check_config, check_optimization
+from ablate.config_checks import check_config, check_optimization, optimizer_stepping
 from ablate.data.augment import build_augment
 from ablate.errors import AblateError, ConfigError, DivergedError
 from ablate.models.init import apply_init
 from ablate.module import ClassifierModule
+from ablate.profiling import NullProfiler
 from ablate.regularization import StepRegularizers, apply_dropconnect, check_reg, model_kwargs
 from ablate.results import RunRecord
 from ablate.schema import AugmentConfig, InitConfig, RegConfig
@@ -75,6 +79,17 @@ def _typed(node: DictConfig, schema: type) -> Any:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
 
 
+def _use_plain_cuda_probe() -> None:
+    """Undo Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` for a CPU run.
+
+    Lightning sets it at import so that ``torch.cuda.is_available()`` cannot poison a later fork. On a CUDA build of
+    torch without a driver, that check dlopens NVML on every call, and Adam/AdamW call it on every step (~0.1 ms,
+    a few % of a small model's step). A CPU run never initialises CUDA, so the plain check is safe here.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
 def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
 
@@ -118,7 +133,9 @@ def train(
             "monitor": cfg.scheduler.get("monitor"),
         }
     optimizer = _instantiate(cfg.optimizer, "optimizer")
-    check_optimization(cfg, model, optimizer, scheduler, steps_per_epoch=len(datamodule.train_dataloader()))
+    stepping = optimizer_stepping(cfg, optimizer)
+    steps_per_epoch = math.ceil(len(datamodule.train_dataloader()) / stepping["accumulate_grad_batches"])
+    check_optimization(cfg, model, optimizer, scheduler, steps_per_epoch=steps_per_epoch)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     module = ClassifierModule(
         model=model,
@@ -135,12 +152,27 @@ def train(
         augment=augment,
         regularizers=StepRegularizers(reg, model),
         eval_repeats=reg.fmp_test_repeats if reg.fmp else 1,
+        **stepping,
     )
     has_val = len(datamodule.y_val) > 0
+    if scheduler and str(scheduler["monitor"] or "").startswith("val/") and not has_val:
+        raise ConfigError(f"scheduler.monitor={scheduler['monitor']} needs a validation split; set data.val_size > 0")
     loggers = [_instantiate(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()]
+    # The module steps the optimizer itself (manual optimization), so clipping and accumulation are its job.
+    extra_trainer_args = {"gradient_clip_val": None, "accumulate_grad_batches": 1}
+    if cfg.trainer.get("gradient_clip_algorithm") is not None:
+        extra_trainer_args["gradient_clip_algorithm"] = None
+    if not cfg.trainer.get("profiler"):
+        extra_trainer_args["profiler"] = NullProfiler()
     trainer: L.Trainer = _instantiate(
-        cfg.trainer, "trainer", callbacks=[*_build_callbacks(cfg, has_val), *extra_callbacks], logger=loggers or False
+        cfg.trainer,
+        "trainer",
+        callbacks=[*_build_callbacks(cfg, has_val), *extra_callbacks],
+        logger=loggers or False,
+        **extra_trainer_args,
     )
+    if isinstance(trainer.accelerator, CPUAccelerator):
+        _use_plain_cuda_probe()
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config)  # resolved: no ${...} reaches a logger
 
