@@ -45,6 +45,7 @@ def test_nan_loss_stops_the_run_and_marks_it_diverged(make_cfg):
         (["ckpt_path=/nonexistent/last.ckpt"], "does not exist"),
         (["scheduler=plateau", "scheduler.monitor=val/f1"], "scheduler.monitor must be one of val/loss"),
         (["scheduler=plateau", "data.val_size=0"], "scheduler.monitor=val/loss needs a validation split"),
+        (["model=mlp", "model.dropout=0.2", "reg=dropout"], "model.dropout=0.2 and reg.dropout=0.5 set the same thing"),
         (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val must be >= 0"),
         (["trainer.gradient_clip_algorithm=l2"], "trainer.gradient_clip_algorithm must be 'norm' or 'value'"),
         (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches must be an integer >= 1"),

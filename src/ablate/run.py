@@ -116,7 +116,7 @@ def train(
         "model",
         input_shape=datamodule.input_shape,
         num_classes=datamodule.num_classes,
-        **model_kwargs(cfg.model._target_, reg),
+        **model_kwargs(cfg.model._target_, reg, cfg.model),
     )
     apply_init(model, init_cfg.scheme)
     apply_dropconnect(model, reg)
