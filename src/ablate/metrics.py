@@ -26,7 +26,7 @@ class ClassificationStats(nn.Module):
         n = labels.shape[0]
         self.correct.add_((logits.argmax(dim=1) == labels).sum())
         self.count.add_(n)
-        self.loss_sum.add_(loss.detach() * n)
+        self.loss_sum.add_(loss.detach(), alpha=n)
 
     def loss_is_finite(self) -> bool:
         """One device sync: call every few dozen steps, not every step."""
