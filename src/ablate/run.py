@@ -85,7 +85,7 @@ def _use_plain_cuda_probe() -> None:
 
     Lightning sets it at import so that ``torch.cuda.is_available()`` cannot poison a later fork. On a CUDA build of
     torch without a driver, that check dlopens NVML on every call, and Adam/AdamW call it on every step (~0.1 ms,
-    a few % of a small model's step). A CPU run never initialises CUDA, so the plain check is safe here.
+    1-2% of a small model's step). A CPU run never initialises CUDA, so the plain check is safe here.
     """
     if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
         del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
