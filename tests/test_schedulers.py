@@ -104,14 +104,17 @@ def test_snapshot_restarts_exactly_cycles_times(make_cfg, monkeypatch):
     assert len(restarts) == 3 and lrs[0] == pytest.approx(BASE_LR)
 
 
-def test_plateau_reduces_on_validation_loss(make_cfg, monkeypatch):
-    # An LR of 1e-9 cannot improve val/loss by the default relative threshold (1e-4): epoch 0 sets the best,
+@pytest.mark.parametrize("monitor", ["val/loss", "train/loss"])
+def test_plateau_reduces_on_a_stalled_loss(make_cfg, monkeypatch, monitor):
+    # An LR of 1e-9 cannot improve the loss by the default relative threshold (1e-4): epoch 0 sets the best,
     # epoch 1 is a bad epoch, and with patience 0 the LR is divided by 10 before epoch 2. eps=0 because torch
-    # ignores LR changes smaller than eps (1e-8 by default).
+    # ignores LR changes smaller than eps (1e-8 by default). The module steps it after validation (val/*) or at
+    # the end of the training epoch (train/*).
     lrs = record_lrs(
         make_cfg,
         monkeypatch,
         "scheduler=plateau",
+        f"scheduler.monitor={monitor}",
         "scheduler.fn.patience=0",
         "+scheduler.fn.eps=0",
         "optimizer.lr=1e-9",

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.errors import ConfigError, DivergedError
+from ablate.errors import DivergedError
 from ablate.metrics import ClassificationStats
 from ablate.optim import build_scheduler, param_groups
 from ablate.regularization import StepRegularizers
@@ -184,13 +184,7 @@ class ClassifierModule(L.LightningModule):
         if not self.scheduler_monitor:
             scheduler.step()
             return
-        name = self.scheduler_monitor.removeprefix(f"{stage}/")
-        if name not in metrics:
-            raise ConfigError(
-                f"scheduler.monitor={self.scheduler_monitor} is not a metric; use one of "
-                + ", ".join(f"{stage}/{k}" for k in metrics)
-            )
-        scheduler.step(metrics[name])
+        scheduler.step(metrics[self.scheduler_monitor.removeprefix(f"{stage}/")])  # names checked in config_checks
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stats: ClassificationStats) -> None:

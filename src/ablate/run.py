@@ -161,9 +161,7 @@ def train(
         raise ConfigError(f"scheduler.monitor={scheduler['monitor']} needs a validation split; set data.val_size > 0")
     loggers = [_instantiate(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()]
     # The module steps the optimizer itself (manual optimization), so clipping and accumulation are its job.
-    extra_trainer_args = {"gradient_clip_val": None, "accumulate_grad_batches": 1}
-    if cfg.trainer.get("gradient_clip_algorithm") is not None:
-        extra_trainer_args["gradient_clip_algorithm"] = None
+    extra_trainer_args = {"gradient_clip_val": None, "gradient_clip_algorithm": None, "accumulate_grad_batches": 1}
     if not cfg.trainer.get("profiler"):
         extra_trainer_args["profiler"] = NullProfiler()
     trainer: L.Trainer = _instantiate(
