@@ -392,14 +392,22 @@ class _TorchvisionMix(BatchMix):
     ``1 - box_area / (H * W)``, so label weights equal the true pixel fractions.
     """
 
-    def __init__(self, transform: v2.Transform) -> None:
+    transform_cls: type[v2.Transform]
+
+    def __init__(self, alpha: float, num_classes: int | None) -> None:
+        if not alpha > 0.0:
+            raise ValueError(f"{type(self).__name__} alpha must be > 0, got {alpha}")
         super().__init__()
-        self.transform = transform
+        self.alpha = alpha
+        self.transform = self.transform_cls(alpha=alpha, num_classes=num_classes)
 
     def forward(self, x: Tensor, targets: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         with _global_rng_from(generator):
             x, targets = self.transform(x, targets)
         return x.clamp_(0.0, 1.0), targets
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
 
 
 class MixUp(_TorchvisionMix):
@@ -408,14 +416,10 @@ class MixUp(_TorchvisionMix):
     ``targets`` may be int labels (then ``num_classes`` is required) or soft (B, K) targets.
     """
 
-    def __init__(self, alpha: float = 0.2, num_classes: int | None = None) -> None:
-        if not alpha > 0.0:
-            raise ValueError(f"MixUp alpha must be > 0, got {alpha}")
-        super().__init__(v2.MixUp(alpha=alpha, num_classes=num_classes))
-        self.alpha = alpha
+    transform_cls = v2.MixUp
 
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+    def __init__(self, alpha: float = 0.2, num_classes: int | None = None) -> None:
+        super().__init__(alpha, num_classes)
 
 
 class CutMix(_TorchvisionMix):
@@ -425,14 +429,10 @@ class CutMix(_TorchvisionMix):
     and the label weight is the clipped area. ``targets`` as for :class:`MixUp`.
     """
 
-    def __init__(self, alpha: float = 1.0, num_classes: int | None = None) -> None:
-        if not alpha > 0.0:
-            raise ValueError(f"CutMix alpha must be > 0, got {alpha}")
-        super().__init__(v2.CutMix(alpha=alpha, num_classes=num_classes))
-        self.alpha = alpha
+    transform_cls = v2.CutMix
 
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+    def __init__(self, alpha: float = 1.0, num_classes: int | None = None) -> None:
+        super().__init__(alpha, num_classes)
 
 
 # ------------------------------------------------------------------------------------ pipeline
