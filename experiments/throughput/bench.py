@@ -14,6 +14,9 @@ do not. A Lightning epoch is timed from one epoch start to the next (training, v
 and epoch-end hooks included); the first pair of each run is warm-up and left out. The table shows median seconds
 per epoch, the median of the per-pair ratios with their range (how far to trust the second decimal), and the ratio
 of each side's fastest epoch (interference only adds time, so that estimates each side's own cost).
+A second table gives the median training step on each side (one step start to the next, warm-up epoch left out)
+and the overhead per step in microseconds: most single steps escape interference, so this is the steadiest
+measure of the per-step cost, though it leaves out validation and epoch-end work.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class PlainLoop:
         )
         self.mean, self.std = dm.mean.view(1, -1, 1, 1), dm.std.view(1, -1, 1, 1)
         self.epoch = 0
+        self.step_times: list[float] = []  # start of one training step to the start of the next
 
     def prepare(self, images: torch.Tensor, labels: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.float().div_(255)
@@ -77,7 +81,12 @@ class PlainLoop:
         model.train()
         order = torch.randperm(len(dm.y_train), generator=torch.Generator().manual_seed(self.epoch))
         total = torch.zeros(())
+        step_start = None
         for i in range(0, len(order), dm.batch_size):
+            now = time.perf_counter()
+            if step_start is not None and self.epoch > 0:  # epoch 0 is warm-up
+                self.step_times.append(now - step_start)
+            step_start = now
             idx = order[i : i + dm.batch_size]
             x, targets = self.prepare(dm.x_train[idx], dm.y_train[idx], train=True)
             loss = F.cross_entropy(model(x), targets)
@@ -100,13 +109,18 @@ class PlainLoop:
 
 
 class Lockstep(L.Callback):
-    """Times each Lightning epoch (start to next start) and runs one plain epoch in the gap before it."""
+    """Times each Lightning epoch (start to next start) and runs one plain epoch in the gap before it.
+
+    It also records each Lightning training step (one ``on_train_batch_start`` to the next), as the plain loop does.
+    """
 
     def __init__(self, plain: PlainLoop) -> None:
         self.plain = plain
         self.lightning_times: list[float] = []
         self.plain_times: list[float] = []
+        self.step_times: list[float] = []
         self.start: float | None = None
+        self.step_start: float | None = None
 
     def _close_epoch(self) -> None:
         if self.start is not None:
@@ -116,6 +130,13 @@ class Lockstep(L.Callback):
         self._close_epoch()
         self.plain_times.append(self.plain.run_epoch())
         self.start = time.perf_counter()
+        self.step_start = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self.step_start is not None and trainer.current_epoch > 0:  # epoch 0 is warm-up
+            self.step_times.append(now - self.step_start)
+        self.step_start = now
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._close_epoch()
@@ -129,11 +150,11 @@ def compose_cfg(model: str, epochs: int, out: Path, extra: list[str]):
         )
 
 
-def paired_epochs(cfg) -> tuple[list[float], list[float]]:
-    """(Lightning seconds, plain seconds) per epoch, warm-up pair dropped."""
+def paired_epochs(cfg) -> Lockstep:
+    """Run both sides in lockstep; the returned callback holds the epoch and step times (warm-up epoch included)."""
     lockstep = Lockstep(PlainLoop(cfg))
     train(cfg, extra_callbacks=[lockstep])
-    return lockstep.lightning_times[1:], lockstep.plain_times[1:]
+    return lockstep
 
 
 def main() -> None:
@@ -146,20 +167,24 @@ def main() -> None:
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is warm-up)")
 
-    rows = []
+    rows, step_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            light, plain = [], []
+            light, plain, light_steps, plain_steps = [], [], [], []
             for rep in range(args.repeats):
                 cfg = compose_cfg(model, args.epochs, Path(tmp) / f"{model}-{rep}", args.set)
-                a, p = paired_epochs(cfg)
+                lockstep = paired_epochs(cfg)
+                a, p = lockstep.lightning_times[1:], lockstep.plain_times[1:]  # the first pair is warm-up
                 light += a
                 plain += p
+                light_steps += lockstep.step_times
+                plain_steps += lockstep.plain.step_times
                 pairs = "  ".join(f"{x:.2f}/{y:.2f}" for x, y in zip(a, p, strict=True))
                 print(f"[{model} repeat {rep + 1}/{args.repeats}] ablate/plain s per epoch: {pairs}", flush=True)
             ratios = [x / y for x, y in zip(light, plain, strict=True)]
             # Interference only ever adds time, so the fastest epochs estimate each side's own cost.
             rows.append((model, statistics.median(plain), statistics.median(light), ratios, min(light) / min(plain)))
+            step_rows.append((model, statistics.median(plain_steps), statistics.median(light_steps)))
 
     print(
         f"\nthreads={torch.get_num_threads()}  epochs={args.epochs} (first is warm-up)  repeats={args.repeats}"
@@ -172,6 +197,11 @@ def main() -> None:
     for model, p, a, ratios, fastest in rows:
         spread = f"({min(ratios):.2f}-{max(ratios):.2f})"
         print(f"{model:<10} {p:>14.3f} {a:>15.3f} {statistics.median(ratios):>7.2f} {spread:>20} {fastest:>16.2f}")
+    # A single training step is short enough that most steps escape interference, so the median step is a steadier
+    # measure of the per-step overhead than whole epochs are (it leaves out validation and epoch-end work).
+    print(f"\n{'model':<10} {'plain ms/step':>14} {'ablate ms/step':>15} {'ratio':>7} {'overhead us/step':>17}")
+    for model, p, a in step_rows:
+        print(f"{model:<10} {p * 1e3:>14.3f} {a * 1e3:>15.3f} {a / p:>7.2f} {(a - p) * 1e6:>17.0f}")
     print(f"worst ratio: {max(statistics.median(row[3]) for row in rows):.2f}")
 
 
