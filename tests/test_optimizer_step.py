@@ -79,3 +79,47 @@ def test_accumulation_steps_once_per_window_and_on_the_last_partial_one(make_cfg
         make_cfg, "trainer.accumulate_grad_batches=3", "trainer.max_epochs=2", "optimizer.lr=0.1", scheduler="onecycle"
     )
     assert summary["global_step"] == 3 * 2
+
+
+class BackwardHookCounter(ParameterRecorder):
+    """Records parameters like ParameterRecorder and counts the backward hooks Lightning dispatches to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_backward = self.after_backward = 0
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.before_backward += 1
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.after_backward += 1
+
+
+def test_backward_shortcut_is_taken_only_where_it_is_exact_and_changes_nothing(make_cfg, monkeypatch):
+    from ablate.module import ClassifierModule
+
+    lightning_backward_calls = []
+    original = ClassifierModule.manual_backward
+
+    def counting_manual_backward(self, loss, *args, **kwargs):
+        lightning_backward_calls.append(1)
+        return original(self, loss, *args, **kwargs)
+
+    monkeypatch.setattr(ClassifierModule, "manual_backward", counting_manual_backward)
+    overrides = ["trainer.limit_train_batches=3", "trainer.accumulate_grad_batches=2"]
+
+    # Default run: no callback or module hook listens, one device, 32-bit: plain loss.backward().
+    plain, plain_summary = record(make_cfg, *overrides, subdir="plain")
+    assert lightning_backward_calls == []
+
+    # A callback that listens to the backward hooks gets every call, through Lightning's manual_backward.
+    hooked = BackwardHookCounter()
+    cfg = make_cfg(*PLAIN_SGD, "scheduler=none", *overrides, subdir="hooked")
+    hooked_summary = train(cfg, extra_callbacks=[hooked])
+    assert len(lightning_backward_calls) == hooked.before_backward == hooked.after_backward == 3
+
+    # Both paths give the same gradients, hence the same parameters after every step and the same metrics.
+    assert len(plain.after) == len(hooked.after) == 3
+    for a, b in zip(plain.after, hooked.after, strict=True):
+        assert torch.equal(a, b)
+    assert plain_summary["metrics"] == hooked_summary["metrics"]
