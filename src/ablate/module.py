@@ -283,9 +283,10 @@ class ClassifierModule(L.LightningModule):
 def backward_hooks_are_no_ops(module: L.LightningModule) -> bool:
     """Whether ``manual_backward`` would do nothing but ``loss.backward()`` for this module in its trainer.
 
-    True for one device with plain (32/64-bit) precision when neither the module nor any callback overrides
-    ``on_before_backward``, ``on_after_backward`` or the module's ``backward``. Mixed precision (loss scaling), DDP
-    (gradient sync set-up) or any such hook keep Lightning's path.
+    True for one device with Lightning's plain 32-bit ``Precision`` plugin when neither the module nor any callback
+    overrides ``on_before_backward``, ``on_after_backward`` or the module's ``backward``. Any other precision plugin
+    (mixed precision scales the loss), any other strategy (DDP sets up the gradient sync) or any such hook keeps
+    Lightning's path.
     """
     trainer = module.trainer
     if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.strategy.precision_plugin) is not Precision:
@@ -296,7 +297,7 @@ def backward_hooks_are_no_ops(module: L.LightningModule) -> bool:
     return not any(is_overridden(hook, callback, L.Callback) for callback in trainer.callbacks for hook in hooks)
 
 
-# Lightning reads the step methods' signatures on every batch (is_param_in_hook_signature -> getfullargspec, ~70
+# Lightning reads the step methods' signatures on every batch (is_param_in_hook_signature -> getfullargspec, ~45
 # Python calls); inspect returns a function's precomputed __signature__ instead of rebuilding it.
 for _step in (ClassifierModule.training_step, ClassifierModule.validation_step, ClassifierModule.test_step):
     _step.__signature__ = inspect.signature(_step)  # type: ignore[attr-defined]
