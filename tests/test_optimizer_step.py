@@ -95,17 +95,22 @@ class BackwardHookCounter(ParameterRecorder):
         self.after_backward += 1
 
 
-def test_backward_shortcut_is_taken_only_where_it_is_exact_and_changes_nothing(make_cfg, monkeypatch):
+def count_lightning_backward_calls(monkeypatch) -> list[int]:
     from ablate.module import ClassifierModule
 
-    lightning_backward_calls = []
+    calls: list[int] = []
     original = ClassifierModule.manual_backward
 
     def counting_manual_backward(self, loss, *args, **kwargs):
-        lightning_backward_calls.append(1)
+        calls.append(1)
         return original(self, loss, *args, **kwargs)
 
     monkeypatch.setattr(ClassifierModule, "manual_backward", counting_manual_backward)
+    return calls
+
+
+def test_backward_shortcut_is_taken_only_where_it_is_exact_and_changes_nothing(make_cfg, monkeypatch):
+    lightning_backward_calls = count_lightning_backward_calls(monkeypatch)
     overrides = ["trainer.limit_train_batches=3", "trainer.accumulate_grad_batches=2"]
 
     # Default run: no callback or module hook listens, one device, 32-bit: plain loss.backward().
@@ -123,3 +128,9 @@ def test_backward_shortcut_is_taken_only_where_it_is_exact_and_changes_nothing(m
     for a, b in zip(plain.after, hooked.after, strict=True):
         assert torch.equal(a, b)
     assert plain_summary["metrics"] == hooked_summary["metrics"]
+
+
+def test_mixed_precision_keeps_lightnings_backward(make_cfg, monkeypatch):
+    lightning_backward_calls = count_lightning_backward_calls(monkeypatch)
+    record(make_cfg, "trainer.precision=bf16-mixed", "trainer.limit_train_batches=2")
+    assert len(lightning_backward_calls) == 2  # the precision plugin's backward (loss scaling) is not skipped
