@@ -151,7 +151,10 @@ def compose_cfg(model: str, epochs: int, out: Path, extra: list[str]):
 
 
 def paired_epochs(cfg) -> Lockstep:
-    """Run both sides in lockstep; the returned callback holds the epoch and step times (warm-up epoch included)."""
+    """Run both sides in lockstep; the returned callback holds the times.
+
+    Its epoch times include the warm-up epoch (callers drop the first pair); the step times already leave it out.
+    """
     lockstep = Lockstep(PlainLoop(cfg))
     train(cfg, extra_callbacks=[lockstep])
     return lockstep
