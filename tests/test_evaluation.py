@@ -55,3 +55,13 @@ def test_named_and_predict() -> None:
     probs, targets = predict(model.eval(), batches)
     assert probs.shape == (8, 2) and targets.tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
     assert torch.allclose(probs.sum(1), torch.ones(8))
+
+
+def test_module_normalize_matches_the_eval_batch_path(make_cfg) -> None:
+    from ablate.module import ClassifierModule
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    module = ClassifierModule(model, torch.optim.SGD, None, mean=torch.tensor([0.5]), std=torch.tensor([0.25]))
+    images = torch.randint(0, 256, (3, 1, 2, 6), dtype=torch.uint8)
+    expected = (images.float() / 255 - 0.5) / 0.25
+    assert torch.allclose(module.normalize(images), expected)
