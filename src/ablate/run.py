@@ -25,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.config_checks import check_config, check_optimization, optimizer_stepping
 from ablate.data.augment import build_augment
+from ablate.ensembles import build_callbacks as build_ensemble_callbacks
+from ablate.ensembles import ensemble_metrics, ensemble_summary
 from ablate.errors import AblateError, ConfigError, DivergedError
 from ablate.models.init import apply_init
 from ablate.module import ClassifierModule
@@ -107,6 +109,7 @@ def train(
     check_config(cfg)
     reg, aug_cfg, init_cfg = _typed(cfg.reg, RegConfig), _typed(cfg.aug, AugmentConfig), _typed(cfg.init, InitConfig)
     check_reg(reg)
+    ensemble_callbacks = build_ensemble_callbacks(cfg)  # [] for ensemble=none: nothing runs per step
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))  # process-wide; no effect on GPU arithmetic
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -167,7 +170,7 @@ def train(
     trainer: L.Trainer = _instantiate(
         cfg.trainer,
         "trainer",
-        callbacks=[*_build_callbacks(cfg, has_val), *extra_callbacks],
+        callbacks=[*_build_callbacks(cfg, has_val), *ensemble_callbacks, *extra_callbacks],
         logger=loggers or False,
         **extra_trainer_args,
     )
@@ -199,6 +202,8 @@ def train(
         test_ckpt = checkpoints["checkpoint_best"] if use_best else None
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
         metrics.update({k: v for k, v in _final_metrics(trainer).items() if k.startswith("test/")})
+    if ensemble_callbacks:  # the averaged / ensembled models, scored beside the raw weights
+        metrics.update(ensemble_metrics(ensemble_callbacks, module, datamodule, test=bool(cfg.get("test"))))
     epochs = trainer.current_epoch
     summary = {
         "metrics": metrics,
@@ -211,6 +216,8 @@ def train(
         "world_size": trainer.world_size,
         **checkpoints,
     }
+    if ensemble_callbacks:
+        summary["ensemble"] = {"name": cfg.ensemble.name, **ensemble_summary(ensemble_callbacks)}
     if record is not None:
         record.update(**summary)
     return summary
