@@ -112,7 +112,7 @@ class _RawWeightsAveraging(WeightAveraging):
             return
         reduce = None
         if trainer.world_size > 1:
-            reduce = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+            reduce = lambda t: trainer.strategy.reduce(t, reduce_op="sum")
         metrics = self._val_stats.compute(reduce)
         self.val_acc_best = max(self.val_acc_best, metrics["acc"])
         pl_module.log_dict(

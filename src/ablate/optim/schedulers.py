@@ -72,7 +72,9 @@ def swa_start_index(swa_start: float | int, total: int) -> int:
     return swa_start
 
 
-def swa(optimizer: Optimizer, total_steps: int, swa_start: float | int = 0.75, swa_lr: float | None = None) -> LRScheduler:
+def swa(
+    optimizer: Optimizer, total_steps: int, swa_start: float | int = 0.75, swa_lr: float | None = None
+) -> LRScheduler:
     """The SWA schedule of Izmailov et al. 2018 (their code's ``schedule``), in ``interval`` units (epochs for
     ``ensemble=swa``): the base LR for the first half of the pre-SWA phase, a linear decay to ``swa_lr`` until 90% of
     it, then ``swa_lr`` constant through the averaging phase. ``swa_lr=None``: half of each group's base LR.
