@@ -57,7 +57,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         if not isinstance(cycles, int) or cycles < 1:
             raise ConfigError(f"ensemble.cycles must be an integer >= 1, got {cycles!r}")
         if members is not None and not (isinstance(members, int) and 1 <= members <= cycles):
-            raise ConfigError(f"ensemble.members must be in [1, {cycles}] (ensemble.cycles) or null (all), got {members!r}")
+            raise ConfigError(f"ensemble.members must be in [1, ensemble.cycles={cycles}] or null, got {members!r}")
         is_snapshot_schedule = scheduler.endswith("schedulers.snapshot")
         if name == "snapshot" and not is_snapshot_schedule:
             raise ConfigError(
