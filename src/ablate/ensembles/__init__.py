@@ -34,6 +34,7 @@ __all__ = [
     "ensemble_metrics",
     "ensemble_summary",
     "snapshot_steps",
+    "swa_model_with_bn",
 ]
 
 NAMES = ("none", "snapshot", "nocycle", "ema", "swa")
