@@ -148,15 +148,26 @@ class StopAfterFirstEpoch(L.Callback):
         trainer.should_stop = True
 
 
-def test_resumed_ema_run_continues_the_average(make_cfg):
-    ema = ["ensemble=ema", "ensemble.decay=0.8", "trainer.max_epochs=2"]
-    full, _ = run(make_cfg, *ema)
-    first = train(make_cfg(*TINY, *ema, subdir="first"), extra_callbacks=[StopAfterFirstEpoch()])
+@pytest.mark.parametrize(
+    "ensemble",
+    [
+        ["ensemble=ema", "ensemble.decay=0.8"],
+        ["ensemble=snapshot", "ensemble.cycles=2"],
+        ["ensemble=swa", "ensemble.swa_start=0", "reg=batchnorm"],
+    ],
+    ids=["ema", "snapshot", "swa"],
+)
+def test_resumed_run_continues_the_average_or_snapshots(make_cfg, ensemble):
+    overrides = [*TINY, *ensemble, "trainer.max_epochs=2"]
+    full = train(make_cfg(*overrides, subdir="full"))
+    first = train(make_cfg(*overrides, subdir="first"), extra_callbacks=[StopAfterFirstEpoch()])
     assert first["epochs"] == 1
-    resumed = train(make_cfg(*TINY, *ema, f"ckpt_path={first['checkpoint_last']}", subdir="resumed"))
-    for key in ("test/acc_ema", "test/nll_ema", "val/nll_ema", "test/loss"):
+    resumed = train(make_cfg(*overrides, f"ckpt_path={first['checkpoint_last']}", subdir="resumed"))
+    variant = {"ensemble=ema": "ema", "ensemble=snapshot": "snapshot_ens", "ensemble=swa": "swa"}[ensemble[0]]
+    for key in (f"test/acc_{variant}", f"test/nll_{variant}", f"val/nll_{variant}", "test/loss"):
         assert resumed["metrics"][key] == pytest.approx(full["metrics"][key], rel=1e-5), key
-    assert resumed["ensemble"]["ema_updates"] == full["ensemble"]["ema_updates"] == 2 * STEPS_PER_EPOCH
+    info = {k: v for k, v in full["ensemble"].items() if k != "snapshots"}
+    assert {k: v for k, v in resumed["ensemble"].items() if k != "snapshots"} == info
 
 
 # -- SWA ---------------------------------------------------------------------------------------------------------

@@ -174,9 +174,10 @@ class EMA(_RawWeightsAveraging, EMAWeightAveraging):
 
 
 class SWA(_RawWeightsAveraging):
-    """Stochastic weight averaging: the equal-weight average of the weights at the end of each epoch from
-    ``start_epoch`` on. Buffers are not averaged (``use_buffers=False``); BN statistics of the averaged weights are
-    recomputed with ``torch.optim.swa_utils.update_bn`` before it is scored (``finalize``)."""
+    """Stochastic weight averaging: the equal-weight average of the weights at the end of each epoch (after its last
+    optimizer step) from ``start_epoch`` on. Buffers are not averaged (``use_buffers=False``); the BN statistics of
+    the averaged weights are recomputed with ``torch.optim.swa_utils.update_bn`` before it is scored
+    (``ablate.ensembles.swa_model_with_bn``)."""
 
     variant = "swa"
 
@@ -184,8 +185,19 @@ class SWA(_RawWeightsAveraging):
         super().__init__(use_buffers=False, **kwargs)
         self.start_epoch = int(start_epoch)
 
-    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        return epoch_idx is not None and epoch_idx >= self.start_epoch
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # At the epoch's last batch rather than in on_train_epoch_end: Lightning writes the epoch's checkpoint at the
+        # validation that precedes on_train_epoch_end, and the checkpoint must include this epoch's update.
+        epoch = trainer.current_epoch
+        last_batch = batch_idx + 1 == trainer.num_training_batches
+        if last_batch and epoch >= self.start_epoch and epoch > self._latest_update_epoch:
+            self._average_model.update_parameters(pl_module.model)
+            self._latest_update_epoch = epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass
 
     @property
     def n_averaged(self) -> int:
