@@ -203,7 +203,8 @@ def train(
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
         metrics.update({k: v for k, v in _final_metrics(trainer).items() if k.startswith("test/")})
     if ensemble_callbacks:  # the averaged / ensembled models, scored beside the raw weights
-        metrics.update(ensemble_metrics(ensemble_callbacks, module, datamodule, test=bool(cfg.get("test"))))
+        device = trainer.strategy.root_device
+        metrics.update(ensemble_metrics(ensemble_callbacks, module, datamodule, bool(cfg.get("test")), device))
     epochs = trainer.current_epoch
     summary = {
         "metrics": metrics,

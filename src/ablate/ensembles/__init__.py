@@ -131,9 +131,19 @@ def swa_model_with_bn(callback: SWA, module: Any, datamodule: Any) -> nn.Module:
 
 
 def ensemble_metrics(
-    callbacks: Sequence[L.Callback], module: Any, datamodule: Any, test: bool = True
+    callbacks: Sequence[L.Callback],
+    module: Any,
+    datamodule: Any,
+    test: bool = True,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Validation (and test) metrics of the models the ensemble callbacks collected, scored on whole splits."""
+    """Validation (and test) metrics of the models the ensemble callbacks collected, scored on whole splits.
+
+    ``device``: where to score (Lightning moves the module back to the CPU when fit/test end); every rank of a DDP
+    run scores the whole split, so no collective is needed.
+    """
+    if device is not None:
+        module.to(device)
     metrics: dict[str, Any] = {}
     n = int(datamodule.num_classes)
     splits = _splits(datamodule, test)
