@@ -23,17 +23,25 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.data.loader import InMemoryLoader
-from ablate.ensembles.members import Candidate, check_compatible, checkpoint_for, collect, rank, warn
+from ablate.ensembles.members import (
+    Candidate,
+    check_compatible,
+    check_selection_metric,
+    checkpoint_for,
+    collect,
+    rank,
+    warn,
+)
 from ablate.ensembles.report import plot_curve, write_markdown
 from ablate.errors import AblateError, ConfigError
 from ablate.evaluation import (
     average_probabilities,
+    averaged_log_probs,
     classification_metrics,
     dropout_layers,
     mc_dropout,
     named,
     predict,
-    test_time_log_probs,
 )
 from ablate.module import ClassifierModule
 from ablate.schema import InitConfig, RegConfig
@@ -118,10 +126,10 @@ def member_log_probs(member: Member, cfg: DictConfig, variants: list[str]) -> tu
         torch.manual_seed(int(cfg.seed))  # stochastic passes (MC dropout, FMP) are reproducible
         if variant == MC:
             with mc_dropout(module.model):
-                fn = lambda x: test_time_log_probs(module.model, x, passes=int(cfg.eval.mc_samples))
+                fn = lambda x: averaged_log_probs(module.model, x, passes=int(cfg.eval.mc_samples))
                 outputs[variant], targets = predict(fn, batches, module.normalize, output="raw")
         else:
-            fn = lambda x, flip=variant == TTA: test_time_log_probs(module.model, x, passes=repeats, flip=flip)
+            fn = lambda x, flip=variant == TTA: averaged_log_probs(module.model, x, passes=repeats, flip=flip)
             outputs[variant], targets = predict(fn, batches, module.normalize, output="raw")
     return outputs, targets
 
@@ -140,6 +148,8 @@ def score(probs: torch.Tensor, targets: torch.Tensor, num_classes: int, variant:
 
 
 def _check_options(cfg: DictConfig) -> list[str]:
+    """Every key checked before any file is read; returns the prediction variants to compute."""
+    check_selection_metric(str(cfg.metric))
     if cfg.ensemble.space not in ("prob", "logit"):
         raise ConfigError(f"ensemble.space must be prob or logit, got {cfg.ensemble.space}")
     mc = cfg.eval.mc_samples

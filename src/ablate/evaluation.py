@@ -74,7 +74,7 @@ def predict(
     """Run ``model`` over ``batches`` of (inputs, targets); returns (probabilities or logits, targets), on the CPU.
 
     ``output``: "prob" (softmax of the model's logits), "logit" or "raw" (the model's output as it is, e.g. the
-    log-probabilities of :func:`test_time_log_probs`).
+    log-probabilities of :func:`averaged_log_probs`).
 
     ``preprocess`` turns a raw batch into model input (e.g. uint8 -> normalized float on the model's device).
     The caller puts the model in eval mode (or not, for MC dropout).
@@ -117,7 +117,7 @@ def mc_dropout(model: nn.Module) -> Iterator[list[nn.Module]]:
         model.train(was_training)
 
 
-def test_time_log_probs(
+def averaged_log_probs(
     model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, passes: int = 1, flip: bool = False
 ) -> torch.Tensor:
     """Log of the class probabilities averaged over ``passes`` forward passes of ``x`` and, with ``flip``, of its
