@@ -232,3 +232,9 @@ def test_bootstrap_resample_draws_with_replacement_at_the_split_size():
     assert boot.summary()["bootstrap_seed"] == 0
     with pytest.raises(ConfigError, match="bootstrap_seed"):
         DataModule(name="synthetic", bootstrap_seed=-1)
+
+
+def test_help_lists_the_keys(tmp_path):
+    proc = run_cli(["--help"], tmp_path, check=True, script="evaluate.py")
+    for key in ("run:", "runs:", "sweep:", "top_k:", "metric: val/acc_best", "space: prob", "mc_samples:", "tta:"):
+        assert key in proc.stdout, key

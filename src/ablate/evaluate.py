@@ -46,6 +46,9 @@ from ablate.evaluation import (
 from ablate.module import ClassifierModule
 from ablate.schema import InitConfig, RegConfig
 
+# data.* keys that shape only the training/validation part, never the official test split.
+TRAIN_SPLIT_KEYS = ("batch_size", "eval_batch_size", "val_size", "num_folds", "fold", "split_seed", "train_subset",
+                    "bootstrap_seed", "download")  # fmt: skip
 # Suffixes of the test-time variants: test/acc, test/acc_mc, test/acc_tta.
 PLAIN, MC, TTA = "", "mc", "tta"
 
@@ -78,8 +81,10 @@ def load_member(candidate: Candidate, weights: str | None, device: torch.device,
         raise ConfigError(f"checkpoint {path} has no ablate_config; it was not written by train.py")
     cfg = OmegaConf.create(checkpoint["ablate_config"])
     reg = _typed(cfg.get("reg"), RegConfig)
-    # The test split does not depend on batch sizes, the validation split or bootstrap resampling: load it once.
-    key = json.dumps({k: v for k, v in OmegaConf.to_container(cfg.data).items() if "batch" not in k}, sort_keys=True)
+    # The test split does not depend on batch sizes, the validation split or bootstrap resampling: members that differ
+    # only there (seeds, folds, bagging) share one loaded data set. Members normalize with their own checkpoint stats.
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    key = json.dumps({k: v for k, v in data_cfg.items() if k not in TRAIN_SPLIT_KEYS}, sort_keys=True, default=str)
     if key not in data_cache:
         data_cache[key] = build_datamodule(cfg)
     datamodule = data_cache[key]
@@ -245,7 +250,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "metrics_per_class": per_class,
         "members": member_entries,
         "ensemble_size_curve": curve,
-        "data": members[0].data.summary(),
+        "data": {k: v for k, v in members[0].data.summary().items() if k in ("name", "source", "test", "num_classes")},
         "device": str(device),
         "output_dir": str(output_dir.resolve()),
         "wall_time_s": round(time.time() - started, 3),
