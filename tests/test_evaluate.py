@@ -128,6 +128,7 @@ def test_top_k_ranks_by_the_validation_metric_not_by_test(tmp_path):
     assert [s["status"] for s in skipped] == ["diverged"]
     assert [c.run_dir.name for c in rank(candidates, "val/acc_best", top_k=2)] == ["b", "c"]
     assert [c.run_dir.name for c in rank(candidates, "val/loss", top_k=None)] == ["b", "c", "a"]  # lower is better
+    assert len(rank(candidates, "val/acc_best", top_k=10)) == 3  # fewer runs than k: all of them (and a warning)
     with pytest.raises(ConfigError, match="not a validation metric"):
         rank(candidates, "test/acc", top_k=2)
     with pytest.raises(ConfigError, match="status 'diverged'"):
@@ -205,7 +206,7 @@ def test_flip_tta_of_a_mirror_symmetric_input_equals_the_plain_prediction():
 
 
 def test_evaluate_reports_mc_and_tta_beside_plain_and_refuses_mc_without_dropout(runs, tmp_path):
-    results = evaluate(_cfg(tmp_path, f"run={runs['a']}", "eval.mc_samples=3", "eval.tta=flip"), tmp_path)
+    results = evaluate(_cfg(tmp_path, f"runs={runs['a']}", "eval.mc_samples=3", "eval.tta=flip"), tmp_path)
     for key in ("test/acc", "test/acc_mc", "test/acc_tta", "test/nll_mc", "test/ece_tta"):
         assert key in results["metrics"]
     assert results["metrics"] == results["members"][0]["metrics"]  # one member: the ensemble is the member

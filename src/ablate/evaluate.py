@@ -178,7 +178,8 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Select, load and score the members and their ensemble; returns the results.json content (not written)."""
     started = time.time()
     variants = _check_options(cfg)
-    candidates, skipped = collect(cfg.run, list(cfg.runs) if cfg.runs else None, cfg.sweep)
+    runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs) if cfg.runs else None  # runs=dir: a list of one
+    candidates, skipped = collect(cfg.run, runs, cfg.sweep)
     num_candidates = len(candidates)
     ranked_needed = bool(cfg.sweep) or cfg.top_k is not None
     candidates = rank(candidates, str(cfg.metric), cfg.top_k, str(cfg.metric_mode), required=ranked_needed)

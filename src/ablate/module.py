@@ -77,6 +77,8 @@ class ClassifierModule(L.LightningModule):
         self.register_buffer("std", std.float().reshape(shape))
         self.register_buffer("val_acc_best", torch.zeros(()))
         self.train_stats, self.val_stats, self.test_stats = (ClassificationStats() for _ in range(3))
+        self._test_outputs: list[Batch] = []  # (probabilities, targets) per test batch, scored at epoch end
+        self.test_per_class: dict[str, list[float]] = {}
         # A dict, so the hot path never goes through nn.Module.__setattr__.
         self._step_state = {"last_batch": -1, "plain_backward": False}
         if channels_last:
@@ -242,8 +244,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_stats.reset()
-        self._test_outputs: list[Batch] = []
-        self.test_per_class: dict[str, list[float]] = {}
+        self._test_outputs, self.test_per_class = [], {}
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         logits = self._eval_step(batch, self.test_stats)
@@ -253,6 +254,8 @@ class ClassifierModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """test/loss from the lean counters; test/acc, acc_top5, nll, ece (and per class) from ablate.evaluation."""
         loss = self._reduced_stats(self.test_stats)["loss"]
+        if not self._test_outputs:  # no test batch on this rank (e.g. limit_test_batches=0)
+            return
         probs = torch.cat([p for p, _ in self._test_outputs])
         targets = torch.cat([t for _, t in self._test_outputs])
         self._test_outputs = []

@@ -121,6 +121,8 @@ def rank(
         return candidates
     sign = 1.0 if lower_is_better(metric, mode) else -1.0
     ordered = sorted(candidates, key=lambda c: sign * c.value)  # type: ignore[operator]
+    if top_k is not None and int(top_k) > len(ordered):
+        warn(f"top_k={top_k} but only {len(ordered)} completed runs; the ensemble has {len(ordered)} members")
     return ordered[: int(top_k)] if top_k is not None else ordered
 
 
