@@ -35,3 +35,41 @@ def test_history_has_one_dense_row_per_epoch_and_a_resume_continues_it(make_cfg,
     assert [int(r["epoch"]) for r in rows2] == [0, 1, 2]
     assert rows2[:2] == rows
     assert float(rows2[2]["time"]) > float(rows[1]["time"])  # time counts on from the checkpoint
+
+
+def test_history_keeps_finished_epochs_when_killed_and_drops_epochs_a_resume_repeats(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from ablate.history import History
+
+    path = tmp_path / "history.csv"
+    opt = SimpleNamespace(param_groups=[{"lr": 0.1}])
+    trainer = SimpleNamespace(
+        is_global_zero=True, sanity_checking=False, current_epoch=0, optimizers=[opt], callback_metrics={}
+    )
+    cb = History(path)
+    cb.on_train_start(trainer, None)
+    for epoch in range(3):
+        trainer.current_epoch = epoch
+        cb.on_train_epoch_start(trainer, None)
+        trainer.callback_metrics = {"val/loss": torch.tensor(1.0 / (epoch + 1)), "val/acc": torch.tensor(0.5)}
+        cb.on_train_epoch_end(trainer, None)  # before the module logs train/*
+        trainer.callback_metrics["train/loss"] = torch.tensor(float(epoch))
+    # Killed (or diverged) inside epoch 2's end: epochs 0-1 are on disk, epoch 2's row has no train metrics.
+    cb.on_exception(trainer, None, KeyboardInterrupt())
+    rows = read(path)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert [r["train/loss"] for r in rows] == ["0.0", "1.0", ""]
+    # Resumed from the checkpoint of epoch 1's end (training restarts at epoch 2): epoch 2 is written anew, once.
+    resumed = History(path)
+    resumed.load_state_dict(cb.state_dict())
+    trainer.current_epoch = 2
+    resumed.on_train_start(trainer, None)
+    assert [r["epoch"] for r in read(path)] == ["0", "1"]
+    resumed.on_train_epoch_end(trainer, None)
+    resumed.on_train_end(trainer, None)
+    rows = read(path)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"] and rows[2]["train/loss"] == "2.0"
+    assert float(rows[2]["time"]) >= float(rows[1]["time"])

@@ -41,8 +41,9 @@ def table(capsys, *args):
 
 
 def md_rows(out):
-    return {cells[1].strip(): [c.strip() for c in cells[1:-1]] for cells in
-            (line.split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line) if cells[1].strip() != "setting"}  # fmt: skip
+    """setting -> cells of a Markdown table (header and rule lines left out)."""
+    lines = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0].strip(): [c.strip() for c in cells] for cells in lines if cells[0].strip() != "setting"}
 
 
 def error_of(capsys, *args):
@@ -94,20 +95,18 @@ def test_welch_verdicts_match_a_hand_computed_statistic(sweep, capsys):
     assert rows["reg=dropout"][-2:] == ["better", f"{p:.3g}"]
     assert rows["reg=none"][-2:] == ["baseline", "-"]
     assert rows["reg=l2"][-2:] == ["-", "-"]  # n = 1: no test, no verdict
-    csv_rows = {r["setting"]: r for r in csv.DictReader(io.StringIO(table(capsys, sweep, "--baseline", "reg=none",
-                                                                           "--metrics", "test/acc", "--format", "csv")))}  # fmt: skip
+    out = table(capsys, sweep, "--baseline", "reg=none", "--metrics", "test/acc", "--format", "csv")
+    csv_rows = {r["setting"]: r for r in csv.DictReader(io.StringIO(out))}
     assert float(csv_rows["reg=dropout"]["t"]) == pytest.approx(t, rel=1e-9)
     assert float(csv_rows["reg=dropout"]["p_value"]) == pytest.approx(p, rel=1e-9)
     # A stricter level turns the same difference into "n.s."; a loss is better when lower.
     assert md_rows(table(capsys, sweep, "--baseline", "reg=none", "--alpha", "1e-6"))["reg=dropout"][-2] == "n.s."
-    loss = md_rows(table(capsys, sweep, "--baseline", "reg=none", "--metrics", "test/acc", "test/loss",
-                         "--baseline-metric", "test/loss"))  # fmt: skip
-    assert "vs baseline (test/loss)" in table(capsys, sweep, "--baseline", "reg=none", "--baseline-metric", "test/loss")
-    assert loss["reg=dropout"][-2:] == ["-", "-"]  # sd 0 on both sides and different means: Welch is undefined
-    with_noise = sweep / "d9"
+    by_loss = ["--baseline", "reg=none", "--metrics", "test/loss", "--baseline-metric", "test/loss"]
+    loss_out = table(capsys, sweep, *by_loss)
+    assert "vs baseline (test/loss)" in loss_out
+    assert md_rows(loss_out)["reg=dropout"][-2:] == ["-", "-"]  # both sides constant, means differ: undefined
     write_run(sweep, "d9", ["reg=dropout", "seed=9"], **{"train/acc": 0.9, "test/acc": 0.9, "test/loss": 0.32})
-    loss = md_rows(table(capsys, sweep, "--baseline", "reg=none", "--baseline-metric", "test/loss"))
-    assert loss["reg=dropout"][-2] == "better" and with_noise.exists()
+    assert md_rows(table(capsys, sweep, *by_loss))["reg=dropout"][-2] == "better"  # lower loss
 
 
 def test_settings_are_named_as_typed_and_found_by_value(tmp_path, capsys):
@@ -193,8 +192,11 @@ def test_reference_numbers_are_joined_with_the_difference(sweep, capsys, tmp_pat
     assert rows["reg=dropout"][4:8] == ["93.00", "-2.00", "0.2500", "+0.0500"]
     # The list form with `setting:` means the same; accuracies given in % are refused.
     ref.write_text("rows:\n  - setting: reg=dropout\n    test/acc: 0.93\n")
-    rows = list(csv.DictReader(io.StringIO(table(capsys, sweep, "--metrics", "test/acc", "--format", "csv",
-                                                 "--reference", ref))))  # fmt: skip
+    rows = list(
+        csv.DictReader(
+            io.StringIO(table(capsys, sweep, "--metrics", "test/acc", "--format", "csv", "--reference", ref))
+        )
+    )
     dropout = next(r for r in rows if r["setting"] == "reg=dropout")
     assert float(dropout["test/acc_diff"]) == pytest.approx(0.91 - 0.93)
     ref.write_text("rows:\n  reg=none: 80.0\n")
@@ -204,9 +206,23 @@ def test_reference_numbers_are_joined_with_the_difference(sweep, capsys, tmp_pat
 def test_csv_is_one_column_per_statistic_and_nothing_else(sweep, capsys):
     out = table(capsys, sweep, "--metrics", "test/acc", "test/loss", "--format", "csv", "--baseline", "reg=none")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["setting", "n", "n_failed", "n_diverged", "n_interrupted", "n_running",
-                             "test/acc_mean", "test/acc_std", "test/acc_n", "test/loss_mean", "test/loss_std",
-                             "test/loss_n", "vs_baseline", "t", "p_value"]  # fmt: skip
+    assert list(rows[0]) == [
+        "setting",
+        "n",
+        "n_failed",
+        "n_diverged",
+        "n_interrupted",
+        "n_running",
+        "test/acc_mean",
+        "test/acc_std",
+        "test/acc_n",
+        "test/loss_mean",
+        "test/loss_std",
+        "test/loss_n",
+        "vs_baseline",
+        "t",
+        "p_value",
+    ]
     by = {r["setting"]: r for r in rows}
     assert float(by["reg=none"]["test/acc_mean"]) == pytest.approx(0.81)  # raw fractions, as in results.json
     assert float(by["reg=none"]["test/acc_std"]) == pytest.approx(0.01)
@@ -218,8 +234,9 @@ def _check_latex(tex: str, columns: int) -> None:
     """A LaTeX-aware check: balanced braces and math, booktabs rules, escaped specials, cells per row."""
     body = re.sub(r"\\[\\&%$#_{}]", "", tex)  # drop escaped characters
     assert body.count("{") == body.count("}") and body.count("$") % 2 == 0
-    assert not re.search(r"(?<!\\)[_%#&^~]", re.sub(r"\\(begin|end)\{tabular\}\{\w*\}|\\\\|\$[^$]*\$", "", tex)
-                         .replace(" & ", " ")), tex  # fmt: skip
+    assert not re.search(
+        r"(?<!\\)[_%#&^~]", re.sub(r"\\(begin|end)\{tabular\}\{\w*\}|\\\\|\$[^$]*\$", "", tex).replace(" & ", " ")
+    ), tex
     lines = tex.strip().splitlines()
     assert lines[0] == "\\begin{tabular}{l" + "r" * (columns - 1) + "}" and lines[-1] == "\\end{tabular}"
     assert [lines[1], lines[3], lines[-2]] == ["\\toprule", "\\midrule", "\\bottomrule"]
@@ -241,10 +258,17 @@ def test_latex_is_escaped_booktabs_and_compiles(tmp_path, capsys):
     if shutil.which("pdflatex") is None:
         return  # the parse check above stands in for a compiler
     doc = tmp_path / "t.tex"
-    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[T1]{fontenc}\n"
-                   f"\\begin{{document}}\n{tex}\\end{{document}}\n")  # fmt: skip
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    doc.write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage[T1]{fontenc}\n"
+        f"\\begin{{document}}\n{tex}\\end{{document}}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
 
 

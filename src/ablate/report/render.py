@@ -115,8 +115,20 @@ def render_latex(rows: list[Row], metrics: list[str], baseline_metric: str | Non
     head = " & ".join(c.latex_header or latex_escape(c.header) for c in cols)
     body = [" & ".join(c.cell(r, True) for c in cols) + r" \\" for r in rows]
     spec = "l" + "r" * (len(cols) - 1)
-    return "\n".join([f"\\begin{{tabular}}{{{spec}}}", r"\toprule", head + r" \\", r"\midrule", *body, r"\bottomrule",
-                      r"\end{tabular}"]) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            [
+                f"\\begin{{tabular}}{{{spec}}}",
+                r"\toprule",
+                head + r" \\",
+                r"\midrule",
+                *body,
+                r"\bottomrule",
+                r"\end{tabular}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _raw(value: float | None) -> str:
