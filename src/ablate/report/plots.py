@@ -17,7 +17,7 @@ from ablate.report.stats import Row, is_accuracy
 def _pyplot() -> Any:
     import matplotlib
 
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+    if "inline" not in matplotlib.get_backend().lower():
         matplotlib.use("Agg")  # files only; a notebook keeps its inline backend
     import matplotlib.pyplot as plt
 
