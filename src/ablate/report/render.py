@@ -82,8 +82,9 @@ def columns(rows: list[Row], metrics: list[str], baseline_metric: str | None) ->
     if any(_not_completed(r) for r in rows):
         cols.append(Column("not completed", lambda r, tex: _not_completed(r)))
     if baseline_metric:
-        cols.append(Column(f"vs baseline ({baseline_metric})", lambda r, tex: r.verdict or "-"))
-        cols.append(Column("p (Welch)", lambda r, tex: "-" if math.isnan(r.p) else f"{r.p:.3g}", "$p$ (Welch)"))
+        dash = lambda tex: "--" if tex else "-"
+        cols.append(Column(f"vs baseline ({baseline_metric})", lambda r, tex: r.verdict or dash(tex)))
+        cols.append(Column("p (Welch)", lambda r, tex: dash(tex) if math.isnan(r.p) else f"{r.p:.3g}", "$p$ (Welch)"))
     return cols
 
 
