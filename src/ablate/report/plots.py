@@ -84,7 +84,8 @@ def plot_curves(rows: list[Row], metric: str = "val/acc", path: str | Path | Non
         if not epochs:
             continue
         mean = [m * scale for m in means]
-        (line,) = ax.plot(epochs, mean, label=f"{row.setting} (n={row.n})")
+        marker = "o" if len(epochs) <= 30 else None
+        (line,) = ax.plot(epochs, mean, marker=marker, markersize=3, label=f"{row.setting} (n={row.n})")
         lo = [m - s * scale for m, s in zip(mean, stds, strict=True)]
         hi = [m + s * scale for m, s in zip(mean, stds, strict=True)]
         ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -96,6 +97,9 @@ def plot_curves(rows: list[Row], metric: str = "val/acc", path: str | Path | Non
         raise ConfigError(
             f"no history.csv with {metric} in the completed runs; runs write it since the history callback"
         )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(_label(metric))
     ax.set_title(f"{metric}: mean ± std over runs")
