@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.config_checks import check_config, check_optimization, optimizer_stepping
 from ablate.data.augment import build_augment
 from ablate.errors import AblateError, ConfigError, DivergedError
+from ablate.history import History
 from ablate.models.init import apply_init
 from ablate.module import ClassifierModule
 from ablate.profiling import NullProfiler
@@ -72,6 +73,7 @@ def _build_callbacks(cfg: DictConfig, has_val: bool) -> list[L.Callback]:
         if not has_val:
             raise ConfigError("reg.early_stopping needs a validation split; set data.val_size > 0")
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=patience))
+    callbacks.append(History(Path(cfg.paths.output_dir) / "history.csv"))  # per-epoch table for plots
     return callbacks
 
 
