@@ -128,8 +128,9 @@ def test_ema_updates_once_per_optimizer_step_under_accumulation(make_cfg):
 def test_ema_keeps_raw_weights_in_the_module_and_checkpoints(make_cfg):
     summary, probe = run(make_cfg, "ensemble=ema", "ensemble.decay=0.5", "trainer.max_epochs=2")
     metrics = summary["metrics"]
-    for key in ("val/acc", "val/acc_ema", "val/acc_ema_best", "test/acc", "test/acc_ema", "test/nll_ema"):
+    for key in ("val/acc", "val/acc_ema", "val/acc_ema_best", "test/acc", "test/acc_ema", "test/nll_ema", "test/nll"):
         assert key in metrics
+    assert len(summary["metrics_per_class"]["test/acc_ema"]) == len(summary["metrics_per_class"]["test/acc"])
     ckpt = torch.load(summary["checkpoint_last"], weights_only=True)
     raw = probe.module.state_dict()
     for name, tensor in ckpt["state_dict"].items():

@@ -113,12 +113,22 @@ def _splits(datamodule: Any, test: bool) -> dict[str, InMemoryLoader]:
     return splits
 
 
-def _score(model: nn.Module, module: Any, splits: dict[str, InMemoryLoader], variant: str, n: int) -> dict[str, Any]:
-    metrics: dict[str, Any] = {}
+Scores = tuple[dict[str, float], dict[str, list[float]]]  # (metrics, per-class accuracy as in results.json)
+
+
+def _named(metrics: dict[str, Any], stage: str, variant: str, scores: Scores) -> None:
+    """Adds ``metrics`` under ``<stage>/<name>_<variant>``; per-class accuracy goes to ``<stage>/acc_<variant>``."""
+    metrics = dict(metrics)
+    scores[1][f"{stage}/acc_{variant}"] = metrics.pop("acc_per_class")
+    scores[0].update(named(metrics, stage, variant))
+
+
+def _score(model: nn.Module, module: Any, splits: dict[str, InMemoryLoader], variant: str, n: int) -> Scores:
+    scores: Scores = ({}, {})
     for stage, loader in splits.items():
         probs, targets = _probabilities(model, module, loader)
-        metrics.update(named(classification_metrics(probs, targets, n), stage, variant))
-    return metrics
+        _named(classification_metrics(probs, targets, n), stage, variant, scores)
+    return scores
 
 
 def swa_model_with_bn(callback: SWA, module: Any, datamodule: Any) -> nn.Module:
@@ -136,42 +146,45 @@ def ensemble_metrics(
     datamodule: Any,
     test: bool = True,
     device: torch.device | None = None,
-) -> dict[str, Any]:
-    """Validation (and test) metrics of the models the ensemble callbacks collected, scored on whole splits.
+) -> Scores:
+    """Validation (and test) metrics of the models the ensemble callbacks collected, scored on whole splits, and
+    their per-class accuracies (``{"test/acc_ema": [...]}``, results.json's ``metrics_per_class``).
 
     ``device``: where to score (Lightning moves the module back to the CPU when fit/test end); every rank of a DDP
     run scores the whole split, so no collective is needed.
     """
     if device is not None:
         module.to(device)
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+    per_class: dict[str, list[float]] = {}
     n = int(datamodule.num_classes)
     splits = _splits(datamodule, test)
     for callback in callbacks:
+        scores: Scores = ({}, {})
         if isinstance(callback, SnapshotCollector):
-            metrics.update(_snapshot_metrics(callback, module, splits, n))
+            scores = _snapshot_metrics(callback, module, splits, n)
         elif isinstance(callback, SWA):
             if callback.n_averaged == 0:
                 raise ConfigError("ensemble=swa averaged no epoch (training ended before ensemble.swa_start)")
-            model = swa_model_with_bn(callback, module, datamodule)
-            metrics.update(_score(model, module, splits, "swa", n))
+            scores = _score(swa_model_with_bn(callback, module, datamodule), module, splits, "swa", n)
         elif isinstance(callback, EMA):
             model = copy.deepcopy(callback.average_model).to(module.mean.device)
-            metrics.update(_score(model, module, splits, "ema", n))
-    return metrics
+            scores = _score(model, module, splits, "ema", n)
+        metrics.update(scores[0])
+        per_class.update(scores[1])
+    return metrics, per_class
 
 
-def _snapshot_metrics(
-    callback: SnapshotCollector, module: Any, splits: dict[str, InMemoryLoader], n: int
-) -> dict[str, Any]:
+def _snapshot_metrics(callback: SnapshotCollector, module: Any, splits: dict[str, InMemoryLoader], n: int) -> Scores:
+    scores: Scores = ({}, {})
     paths = callback.paths()
     if not paths:
-        return {}
+        return scores
     members = callback.members or len(paths)
     model = copy.deepcopy(module.model).to(module.mean.device)
     probs: dict[str, list[torch.Tensor]] = {stage: [] for stage in splits}
     targets: dict[str, torch.Tensor] = {}
-    metrics: dict[str, Any] = {}
+    metrics = scores[0]
     for k, path in enumerate(paths, start=1):
         state = torch.load(path, map_location=module.mean.device, weights_only=True)
         model.load_state_dict({key[len("model.") :]: v for key, v in state.items() if key.startswith("model.")})
@@ -181,8 +194,8 @@ def _snapshot_metrics(
             metrics[f"{stage}/acc_snapshot{k}"] = classification_metrics(p, targets[stage], n)["acc"]
     for stage in splits:
         ensemble = average_probabilities(probs[stage][-members:], space="prob")
-        metrics.update(named(classification_metrics(ensemble, targets[stage], n), stage, "snapshot_ens"))
-    return metrics
+        _named(classification_metrics(ensemble, targets[stage], n), stage, "snapshot_ens", scores)
+    return scores
 
 
 def ensemble_summary(callbacks: Sequence[L.Callback]) -> dict[str, Any]:
