@@ -9,6 +9,7 @@ in ``ablate.evaluation``, so every kind of ensemble is scored by one code path.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -164,9 +165,10 @@ def ensemble_metrics(
         if isinstance(callback, SnapshotCollector):
             scores = _snapshot_metrics(callback, module, splits, n)
         elif isinstance(callback, SWA):
-            if callback.n_averaged == 0:
-                raise ConfigError("ensemble=swa averaged no epoch (training ended before ensemble.swa_start)")
-            scores = _score(swa_model_with_bn(callback, module, datamodule), module, splits, "swa", n)
+            if callback.n_averaged == 0:  # e.g. early stopping before swa_start: the raw model's results stand
+                warnings.warn("ensemble=swa: training ended before ensemble.swa_start; no */acc_swa metrics", stacklevel=2)
+            else:
+                scores = _score(swa_model_with_bn(callback, module, datamodule), module, splits, "swa", n)
         elif isinstance(callback, EMA):
             model = copy.deepcopy(callback.average_model).to(module.mean.device)
             scores = _score(model, module, splits, "ema", n)
