@@ -166,7 +166,7 @@ def ensemble_metrics(
             scores = _snapshot_metrics(callback, module, splits, n)
         elif isinstance(callback, SWA):
             if callback.n_averaged == 0:  # e.g. early stopping before swa_start: the raw model's results stand
-                warnings.warn("ensemble=swa: training ended before ensemble.swa_start; no */acc_swa metrics", stacklevel=2)
+                warnings.warn("ensemble=swa: training ended before ensemble.swa_start; no */acc_swa", stacklevel=2)
             else:
                 scores = _score(swa_model_with_bn(callback, module, datamodule), module, splits, "swa", n)
         elif isinstance(callback, EMA):
