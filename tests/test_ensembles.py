@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning as L
 import pytest
@@ -117,6 +118,16 @@ def test_ema_after_one_step_is_d_w0_plus_1_minus_d_w1(make_cfg):
             torch.testing.assert_close(ema[name], decay * w0 + (1 - decay) * w1[name])
     assert summary["ensemble"]["ema_updates"] == 1
     assert "val/acc_ema" in summary["metrics"] and "test/acc_ema" not in summary["metrics"]  # test=false
+
+
+def test_ema_warns_when_the_run_is_too_short_for_its_decay(make_cfg):
+    # 8 updates: with decay 0.999 the initial weights keep 0.999**8 = 99% of the final average; with 0.5, 0.4%.
+    with pytest.warns(UserWarning, match=r"decay=0.999 spans ~1000 updates, but this run makes 8; 99%"):
+        run(make_cfg, "ensemble=ema", "test=false")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(make_cfg, "ensemble=ema", "ensemble.decay=0.5", "test=false")
+    assert not [w for w in caught if "initial weights" in str(w.message)]
 
 
 def test_ema_updates_once_per_optimizer_step_under_accumulation(make_cfg):

@@ -18,6 +18,8 @@ What differs from Lightning's callbacks, on purpose:
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import lightning as L
@@ -171,6 +173,23 @@ class EMA(_RawWeightsAveraging, EMAWeightAveraging):
         super().on_train_start(trainer, pl_module)
         if int(self._average_model.n_averaged) == 0:  # fresh run: the average starts at w0
             self._average_model.update_parameters(pl_module.model)
+            self._warn_if_short(trainer.estimated_stepping_batches)
+
+    def _warn_if_short(self, steps: float) -> None:
+        """EMA_0 = w0 keeps weight decay**updates in the final average: with decay 0.999 and 790 updates that is 45%,
+        and the "average" is then a shrunken mix of the initial and the trained weights (much worse NLL/ECE)."""
+        if not math.isfinite(steps):
+            return
+        start, every = self.update_starting_at_step or 0, max(self.update_every_n_steps, 1)
+        updates = len(range(math.ceil(start / every) * every, int(steps), every))
+        share = self.decay**updates
+        if share > 0.05:
+            span = f"spans ~{1 / (1 - self.decay):.0f} updates" if self.decay < 1 else "never moves"
+            warnings.warn(
+                f"ensemble=ema: decay={self.decay} {span}, but this run makes {updates}; {share:.0%} of the final "
+                "average is still the initial weights (EMA_0 = w0). Lower ensemble.decay or train longer",
+                stacklevel=2,
+            )
 
 
 class SWA(_RawWeightsAveraging):
