@@ -26,12 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.config_checks import check_config, check_optimization, optimizer_stepping
 from ablate.data.augment import build_augment
 from ablate.errors import AblateError, ConfigError, DivergedError
+from ablate.loggers import log_final_hparams
 from ablate.models.init import apply_init
 from ablate.module import ClassifierModule
 from ablate.profiling import NullProfiler
 from ablate.regularization import StepRegularizers, apply_dropconnect, check_reg, model_kwargs
 from ablate.results import RunRecord
 from ablate.schema import AugmentConfig, InitConfig, RegConfig
+from ablate.sweeps import check_objective, divide_threads, objective
 
 
 def hydra_overrides() -> tuple[list[str], bool]:
@@ -105,6 +107,8 @@ def train(
 ) -> dict[str, Any]:
     """Train (and test) one configuration. Raises AblateError subclasses for anything the user can fix."""
     check_config(cfg)
+    check_objective(cfg)
+    torch_threads = divide_threads(cfg)  # jobs running at once share the cores (hydra/launcher=joblib)
     reg, aug_cfg, init_cfg = _typed(cfg.reg, RegConfig), _typed(cfg.aug, AugmentConfig), _typed(cfg.init, InitConfig)
     check_reg(reg)
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))  # process-wide; no effect on GPU arithmetic
@@ -178,7 +182,7 @@ def train(
 
     num_params = sum(p.numel() for p in model.parameters())
     if record is not None:
-        record.update(data=datamodule.summary(), num_params=num_params)
+        record.update(data=datamodule.summary(), num_params=num_params, torch_threads=torch_threads)
         record.update(versions={**record.data["versions"], "lightning": L.__version__})
 
     fit_start = time.time()
@@ -199,6 +203,7 @@ def train(
         test_ckpt = checkpoints["checkpoint_best"] if use_best else None
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
         metrics.update({k: v for k, v in _final_metrics(trainer).items() if k.startswith("test/")})
+    log_final_hparams(trainer.loggers, int(cfg.seed), metrics)
     epochs = trainer.current_epoch
     summary = {
         "metrics": metrics,
@@ -224,7 +229,8 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Entry point for train.py: returns test/acc (for Hydra sweepers) or exits non-zero with a clear message."""
+    """Entry point for train.py: returns ``optimized_metric`` (a validation metric, for Hydra sweepers; None when the
+    run failed or diverged inside a sweep) or exits non-zero with a clear message."""
     overrides, multirun = hydra_overrides()
     output_dir = Path(cfg.paths.output_dir)
     is_rank_zero = rank_zero_only.rank == 0
@@ -257,4 +263,4 @@ def main(cfg: DictConfig) -> float | None:
     if is_rank_zero:
         record.finish("completed")
         _print_summary(summary, output_dir)
-    return summary["metrics"].get("test/acc")
+    return objective(cfg, summary["metrics"])
