@@ -16,6 +16,7 @@ Optuna is imported only when a sweep starts: Hydra imports every plugin on every
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -126,10 +127,8 @@ def _pid_alive(pid: int) -> bool:
 def _job_outcome(ret: Any) -> tuple[float | None, str, str | None, str | None]:
     """(value, status, error, run dir) of one finished Hydra job, from its return and its results.json."""
     run_dir = None
-    try:
+    with contextlib.suppress(Exception):  # a job that failed before Hydra set up its dir has none
         run_dir = str(ret.hydra_cfg.hydra.runtime.output_dir)
-    except Exception:  # a job that failed before Hydra set up its dir
-        pass
     record: dict[str, Any] = {}
     if run_dir and (Path(run_dir) / "results.json").is_file():
         try:
