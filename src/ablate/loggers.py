@@ -1,6 +1,6 @@
 """Logger factories that need a decision at run time: names, groups and tags from the Hydra job.
 
-In a sweep, every run is named by its overrides (Hydra's ``override_dirname``: ``optimizer=adam,seed=1``), W&B
+In a sweep, every run is named by its overrides, sorted (``optimizer=adam,seed=1``; not tags or ckpt_path), W&B
 runs of one multirun share a group (the sweep dir's name) and carry the user's ``tags`` plus the overrides'
 config-group choices, and TensorBoard runs get the overrides as their version dir and their hyperparameters (with the
 final metrics) in the HParams tab. Outside Hydra (tests, notebooks) nothing is derived.
@@ -15,6 +15,9 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
+# Overrides that label or resume a run rather than change what it computes: not part of its name.
+_NOT_SETTINGS = ("tags=", "ckpt_path=", "+tags=", "task_name=")
+
 
 def _job() -> tuple[str | None, str | None, list[str]]:
     """(run name from the overrides, the multirun's group, the task overrides) of the current Hydra job."""
@@ -25,14 +28,18 @@ def _job() -> tuple[str | None, str | None, list[str]]:
         return None, None, []
     hydra_cfg = HydraConfig.get()
     overrides = [str(o) for o in hydra_cfg.overrides.task]
-    name = str(hydra_cfg.job.override_dirname) or None
+    name = ",".join(sorted(o for o in overrides if not o.startswith(_NOT_SETTINGS))) or None
     group = Path(str(hydra_cfg.sweep.dir)).name if hydra_cfg.mode == RunMode.MULTIRUN else None
     return name, group, overrides
 
 
 def _group_choices(overrides: Sequence[str]) -> list[str]:
     """``optimizer=adam``-style overrides (a config group's choice), usable as tags (W&B caps a tag at 64 chars)."""
-    return [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0] and len(o) <= 64]
+    return [
+        o
+        for o in overrides
+        if "=" in o and "." not in o.split("=", 1)[0] and len(o) <= 64 and not o.startswith(_NOT_SETTINGS)
+    ]
 
 
 def wandb_logger(

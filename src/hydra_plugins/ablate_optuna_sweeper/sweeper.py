@@ -101,9 +101,12 @@ def _parse_space(params: dict[str, Any], arguments: Sequence[str], grid: bool) -
 
 
 def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value) if value == 0 or 1e-4 <= abs(value) < 1e6 else f"{value:.6g}"
-    return str(value)
+    """A parameter value as an override: floats in full (repr round-trips), so the job runs the trial's value."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _short(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def _direction(metric: str, direction: str) -> str:
@@ -170,7 +173,13 @@ class AblateOptunaSweeper(Sweeper):
             return optuna.samplers.RandomSampler(seed=seed, **kwargs)
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, **kwargs)
-        return optuna.samplers.GridSampler(space, seed=seed, **kwargs)
+
+        class AskTellGridSampler(optuna.samplers.GridSampler):
+            def after_trial(self, *args: Any, **kwargs: Any) -> None:
+                # Optuna's calls study.stop(), which works only inside study.optimize; the sweeper stops by itself.
+                pass
+
+        return AskTellGridSampler(space, seed=seed, **kwargs)
 
     def _study_name(self, fixed: list[str], space: dict[str, Any], sampler: str) -> str:
         if self.params.get("study_name"):
@@ -259,7 +268,7 @@ class AblateOptunaSweeper(Sweeper):
         study.set_user_attr("metric", metric)
         study.set_user_attr("overrides", fixed)
         retried = self._fail_interrupted(study)
-        done = self._counted(study)
+        done = sum(1 for t in study.trials if t.state.is_finished() and t.user_attrs.get("status") != "interrupted")
         print(
             f"search: study {study_name} ({sampler_name}, {direction} {metric}), {done}/{n_trials} trials done"
             + (f", {retried} interrupted trial(s) queued again" if retried else "")
@@ -309,7 +318,7 @@ class AblateOptunaSweeper(Sweeper):
 
         outcomes = [_job_outcome(ret) for ret in returns]
         trial.set_user_attr("run_dirs", [o[3] for o in outcomes])
-        params = " ".join(f"{k}={_format(v)}" for k, v in trial.params.items())
+        params = _short(trial.params)
         bad = [o for o in outcomes if o[0] is None]
         if bad:
             status = "diverged" if any(o[1] == "diverged" for o in bad) else "failed"
@@ -333,5 +342,5 @@ class AblateOptunaSweeper(Sweeper):
         except ValueError:
             print("search: no trial completed", flush=True)
             return
-        params = " ".join(f"{k}={_format(v)}" for k, v in best.params.items())
+        params = _short(best.params)
         print(f"search: best trial {best.number}: {metric}={best.value:.4f}  {params}", flush=True)
