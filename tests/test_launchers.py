@@ -65,3 +65,27 @@ def test_wandb_and_tensorboard_runs_are_named_by_overrides(tmp_path: Path, monke
     assert Path(tb.log_dir) == tmp_path / "tensorboard" / "optimizer=adam,seed=1"
     # Outside Hydra nothing is derived
     assert tensorboard_logger(save_dir=str(tmp_path), name="tb").version == ""
+
+
+def test_progress_bar_shows_mean_speed_and_running_loss(monkeypatch) -> None:
+    """The bar's it/s is batches / elapsed time, and the running training loss is read from the device stats."""
+    from types import SimpleNamespace
+
+    import torch
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from ablate.callbacks import ThrottledRichProgressBar, _MeanSpeedColumn
+    from ablate.metrics import ClassificationStats
+
+    column = _MeanSpeedColumn(style="")
+    assert column.render(SimpleNamespace(completed=50, finished_time=2.0, elapsed=9.0)).plain == "25.00it/s"
+    assert column.render(SimpleNamespace(completed=10, finished_time=None, elapsed=4.0)).plain == "2.50it/s"
+    monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, trainer, module: {"val/acc": 0.5})
+    stats = ClassificationStats()
+    stats.accumulate(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]), torch.tensor(0.75))
+    bar, module = ThrottledRichProgressBar(), SimpleNamespace(train_stats=stats)
+    training = SimpleNamespace(training=True, sanity_checking=False)
+    assert bar.get_metrics(training, module) == {"loss": "0.75", "val/acc": 0.5}
+    stats.reset()  # a new epoch before its first redraw keeps showing the last value
+    validating = SimpleNamespace(training=False, sanity_checking=False)
+    assert bar.get_metrics(validating, module)["loss"] == "0.75"

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.config_checks import check_config, check_optimization, optimizer_stepping
+from ablate.console import quiet_lightning
 from ablate.data.augment import build_augment
 from ablate.errors import AblateError, ConfigError, DivergedError
 from ablate.loggers import log_final_hparams
@@ -100,6 +101,7 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
 # Lightning warnings that do not apply to in-memory loaders and per-batch normalization in the module.
 for _pattern in (".*overridden `on_after_batch_transfer`.*", ".*does not have many workers.*"):
     warnings.filterwarnings("ignore", message=_pattern)
+quiet_lightning()
 
 
 def train(
