@@ -89,3 +89,15 @@ def test_progress_bar_shows_mean_speed_and_running_loss(monkeypatch) -> None:
     stats.reset()  # a new epoch before its first redraw keeps showing the last value
     validating = SimpleNamespace(training=False, sanity_checking=False)
     assert bar.get_metrics(validating, module)["loss"] == "0.75"
+
+
+def test_slurm_launcher_config_composes() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 240)
