@@ -104,6 +104,12 @@ class ClassifierModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return x, labels
 
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> model input on the module's device, never augmented: for evaluation outside a trainer loop
+        (ensembles, averaged weights, evaluate.py). Same arithmetic as ``on_after_batch_transfer`` for eval batches."""
+        x = (images.to(self.mean.device).float().div_(255) - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     # -- training ------------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
         self._step_state["plain_backward"] = backward_hooks_are_no_ops(self)

@@ -27,6 +27,7 @@ from ablate.config_checks import check_config, check_optimization, optimizer_ste
 from ablate.console import quiet_lightning
 from ablate.data.augment import build_augment
 from ablate.errors import AblateError, ConfigError, DivergedError
+from ablate.history import History
 from ablate.loggers import log_final_hparams
 from ablate.models.init import apply_init
 from ablate.module import ClassifierModule
@@ -75,6 +76,7 @@ def _build_callbacks(cfg: DictConfig, has_val: bool) -> list[L.Callback]:
         if not has_val:
             raise ConfigError("reg.early_stopping needs a validation split; set data.val_size > 0")
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=patience))
+    callbacks.append(History(Path(cfg.paths.output_dir) / "history.csv"))  # per-epoch table for plots
     return callbacks
 
 
