@@ -101,3 +101,15 @@ def test_slurm_launcher_config_composes() -> None:
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 240)
+
+
+def test_model_summary_drops_the_all_zero_flops_column(capsys) -> None:
+    from ablate.callbacks import RichModelSummary
+
+    data = [(" ", ["0"]), ("Name", ["model"]), ("Type", ["MLP"]), ("Params", ["85.0 K"]), ("Mode", ["train"])]
+    RichModelSummary.summarize([*data, ("FLOPs", ["0"])], 85_000, 85_000, 0.34, {"train": 1, "eval": 0}, 0)
+    out = capsys.readouterr().out
+    assert "MLP" in out and "85.0 K" in out and "FLOPs" not in out
+    RichModelSummary.summarize([*data, ("FLOPs", ["1.2 M"])], 85_000, 85_000, 0.34, {"train": 1, "eval": 0}, 1_200_000)
+    assert "FLOPs" in capsys.readouterr().out  # counted FLOPs are shown as Lightning shows them
+    assert RichModelSummary(enabled=False).enabled is False

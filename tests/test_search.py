@@ -168,3 +168,60 @@ def test_killed_search_resumes_when_the_same_command_runs_again(tmp_path: Path) 
     assert study.trials[1].user_attrs["status"] == "interrupted"
     assert study.trials[2].params == interrupted_params and study.trials[2].user_attrs["retry_of"] == 1
     _check_values_are_validation_metrics(study)
+
+
+class _FakeLauncher:
+    """Stands in for Hydra's launcher: records each batch and returns a value per job without training."""
+
+    def __init__(self, value_of) -> None:
+        self.batches: list[list[list[str]]] = []
+        self.value_of = value_of
+
+    def launch(self, batch, initial_job_idx):
+        from types import SimpleNamespace
+
+        from hydra.core.utils import JobStatus
+
+        self.batches.append([list(job) for job in batch])
+        return [SimpleNamespace(status=JobStatus.COMPLETED, _return_value=self.value_of(job)) for job in batch]
+
+
+def test_trial_objective_is_the_mean_over_seeds_and_folds(tmp_path: Path, monkeypatch) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from hydra_plugins.ablate_optuna_sweeper.sweeper import AblateOptunaSweeper
+    from tests.conftest import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", ["hparams_search=random", "seed=5"], return_hydra_config=True)
+    params = {**cfg.hydra.sweeper, "n_trials": 3, "n_jobs": 2, "repeats": 2, "num_folds": 3}
+    params.update(searches_dir=str(tmp_path), params={"optimizer.lr": "tag(log, interval(1e-4, 1e-1))"})
+    params.pop("_target_")
+
+    def value_of(job: list[str]) -> float:  # depends on the seed and the fold, so the mean is checkable
+        opts = dict(o.split("=", 1) for o in job if not o.startswith("hydra."))
+        return int(opts["seed"]) + 10 * int(opts["data.fold"])
+
+    sweeper = AblateOptunaSweeper(**params)
+    sweeper.config, sweeper.launcher = cfg, _FakeLauncher(value_of)
+    monkeypatch.setattr(sweeper, "validate_batch_is_legal", lambda batch: None)
+    sweeper.sweep(["data=digits"])
+    jobs = [job for batch in sweeper.launcher.batches for job in batch]
+    assert [len(b) for b in sweeper.launcher.batches] == [12, 6]  # 2 trials x 6 jobs, then the last trial
+    first = [dict(o.split("=", 1) for o in job if not o.startswith("hydra.")) for job in jobs[:6]]
+    assert sorted((o["seed"], o["data.fold"]) for o in first) == [(s, f) for s in ("5", "6") for f in ("0", "1", "2")]
+    assert all(o["data"] == "digits" and "optimizer.lr" in o for o in first)
+    assert len({o["optimizer.lr"] for o in first}) == 1  # one trial's setting on every job
+    (db,) = tmp_path.glob("*/optuna.db")
+    study = optuna.load_study(study_name=db.parent.name, storage=f"sqlite:///{db}")
+    # mean over seeds 5, 6 and folds 0, 1, 2 of seed + 10 * fold
+    assert [t.value for t in study.trials] == [5.5 + 10.0] * 3
+    assert study.trials[0].user_attrs["values"] == [5, 6, 15, 16, 25, 26]
+
+
+@pytest.mark.slow
+def test_search_without_multirun_is_an_error(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(REPO / "train.py"), "hparams_search=random", *TINY]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "error: hparams_search=random runs a search of many jobs; add -m" in proc.stderr

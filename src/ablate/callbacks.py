@@ -69,3 +69,68 @@ class ThrottledRichProgressBar(RichProgressBar):
         done = batch_idx + 1
         if done % max(int(self.refresh_rate), 1) == 0 or done == self.total_train_batches:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class RichModelSummary(callbacks.RichModelSummary):
+    """Lightning's RichModelSummary without the FLOPs column and total when Lightning counted none.
+
+    Lightning counts FLOPs only by running ``example_input_array`` through the module, which our modules do not
+    define (their batches are (images, labels) pairs normalised on the device), so the column was all zeros.
+    ``enabled`` follows ``trainer.enable_model_summary`` (configs/callbacks/default.yaml), as Lightning's own would.
+    """
+
+    def __init__(self, max_depth: int = 1, enabled: bool = True, **summarize_kwargs: Any) -> None:
+        super().__init__(max_depth, **summarize_kwargs)
+        self.enabled = enabled
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.enabled:
+            super().on_fit_start(trainer, pl_module)
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        if total_flops:
+            callbacks.RichModelSummary.summarize(
+                summary_data,
+                total_parameters,
+                trainable_parameters,
+                model_size,
+                total_training_modes,
+                total_flops,
+                **summarize_kwargs,
+            )
+            return
+        from lightning.pytorch.utilities.model_summary.model_summary import (
+            get_formatted_model_size,
+            get_human_readable_count,
+        )
+        from rich import get_console
+        from rich.table import Table
+
+        data = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name, _ in data:
+            right = name not in ("Name", "Type", "Mode")
+            table.add_column(name, justify="right" if right else "left", style="dim" if name == " " else None)
+        for row in zip(*(values for _, values in data), strict=True):
+            table.add_row(*row)
+        totals = Table.grid(expand=True)
+        totals.add_column()
+        for label, value in (
+            ("Trainable params", get_human_readable_count(int(trainable_parameters))),
+            ("Non-trainable params", get_human_readable_count(int(total_parameters - trainable_parameters))),
+            ("Total params", get_human_readable_count(int(total_parameters))),
+            ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+        ):
+            totals.add_row(f"[bold]{label}[/]: {value}")
+        console = get_console()
+        console.print(table)
+        console.print(totals)

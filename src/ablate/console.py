@@ -3,7 +3,8 @@
 Each is irrelevant here, and a sweep printed them once per job:
 - the litlogger advertisement ("Tip: ... try installing litlogger"), logged on every Trainer creation;
 - torch's pytree deprecation warning, raised inside Lightning's own code (not ours to fix);
-- "number of training batches is smaller than the logging interval": the module logs once per epoch anyway.
+- "number of training batches is smaller than the logging interval": the module logs once per epoch anyway;
+- "Trainer already configured with model summary callbacks": ours (callbacks.RichModelSummary) is on purpose.
 
 """
 
@@ -20,7 +21,8 @@ _WARNINGS = (
 
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
+        message = str(record.msg)
+        return "litlogger" not in message and "already configured with model summary" not in message
 
 
 def quiet_lightning() -> None:

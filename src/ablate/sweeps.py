@@ -25,7 +25,24 @@ from omegaconf import DictConfig
 from ablate.errors import ConfigError
 
 
+def _check_search_is_a_multirun() -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    search = hydra_cfg.runtime.choices.get("hparams_search")
+    if search and hydra_cfg.mode != RunMode.MULTIRUN:
+        raise ConfigError(
+            f"hparams_search={search} runs a search of many jobs; "
+            f"add -m (python train.py -m hparams_search={search} ...)"
+        )
+
+
 def check_objective(cfg: DictConfig) -> str:
+    """``optimized_metric`` if it is a validation metric; also refuses a search started without -m."""
+    _check_search_is_a_multirun()
     metric = str(cfg.get("optimized_metric") or "val/acc_best")
     if not metric.startswith("val/"):
         raise ConfigError(
