@@ -225,3 +225,14 @@ def test_search_without_multirun_is_an_error(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "error: hparams_search=random runs a search of many jobs; add -m" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bad_search_settings_are_one_line_errors(tmp_path: Path) -> None:
+    for bad, message in [
+        ("optimized_metric=test/acc", "error: optimized_metric=test/acc is a test metric"),
+        ("optimizer.lrr=tag(log,interval(1e-3,1e-2))", "error: the search's jobs do not compose"),
+    ]:
+        proc = _search(["hparams_search=random", bad], tmp_path)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "logs").exists()  # nothing written

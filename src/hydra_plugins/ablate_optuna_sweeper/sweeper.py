@@ -24,6 +24,7 @@ import math
 import os
 import socket
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,11 +205,29 @@ class AblateOptunaSweeper(Sweeper):
             attrs = trial.user_attrs
             if attrs.get("host") != host or _pid_alive(int(attrs.get("pid", -1))):
                 continue  # another machine's (or a live process's) trial
+            # A finished trial's attributes are read-only, so mark it through the storage (Optuna's public
+            # BaseStorage API) before telling it FAIL.
             study._storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
             study.tell(trial.number, state=TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
             retried += 1
         return retried
+
+    def _check_composes(self, fixed: list[str], space: dict[str, Any]) -> None:
+        """Compose one job (each parameter at one of its values) before anything is written: a typo in a key or a
+        value fails here, once, not in every trial."""
+        sample = {}
+        for key, dist in space.items():
+            values = dist if isinstance(dist, list) else getattr(dist, "choices", None)
+            sample[key] = values[0] if values else dist.low
+        job = [*fixed, *(f"{k}={_format(v)}" for k, v in sample.items())]
+        try:
+            self.validate_batch_is_legal([job])
+        except HydraException as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SearchError(
+                f"error: the search's jobs do not compose: {first_line}; check the overrides and space"
+            ) from None
 
     @staticmethod
     def _counted(study: optuna.Study) -> int:
@@ -217,6 +236,13 @@ class AblateOptunaSweeper(Sweeper):
 
     # -- the sweep ------------------------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return self._sweep(arguments)
+        except SearchError as err:  # the project's convention: one line, exit code 2, nothing written
+            print(str(err), file=sys.stderr)
+            sys.exit(2)
+
+    def _sweep(self, arguments: list[str]) -> Any:
         import optuna
 
         assert self.config is not None and self.launcher is not None
@@ -242,6 +268,7 @@ class AblateOptunaSweeper(Sweeper):
                 f"error: optimized_metric={metric} is a test metric; search on a validation metric (val/...)"
             )
         direction = _direction(metric, str(p.get("direction", "auto")))
+        self._check_composes(fixed, space)
 
         study_name = self._study_name(fixed, space, sampler_name)
         sweep_dir = self._sweep_dir(study_name)
