@@ -113,3 +113,9 @@ def test_model_summary_drops_the_all_zero_flops_column(capsys) -> None:
     RichModelSummary.summarize([*data, ("FLOPs", ["1.2 M"])], 85_000, 85_000, 0.34, {"train": 1, "eval": 0}, 1_200_000)
     assert "FLOPs" in capsys.readouterr().out  # counted FLOPs are shown as Lightning shows them
     assert RichModelSummary(enabled=False).enabled is False
+
+
+def test_help_mentions_search_table_and_evaluate(tmp_path: Path) -> None:
+    proc = run_cli(["--help"], tmp_path, check=True)
+    for text in ("hparams_search: grid, random, tpe", "python -m ablate.table", "python evaluate.py runs="):
+        assert text in proc.stdout
