@@ -236,3 +236,37 @@ def test_bad_search_settings_are_one_line_errors(tmp_path: Path) -> None:
         proc = _search(["hparams_search=random", bad], tmp_path)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "logs").exists()  # nothing written
+
+
+def test_pruning_callback_stops_a_trial_below_the_median(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from ablate.callbacks import OptunaPruning
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    done = study.ask()
+    for epoch, value in enumerate([0.8, 0.9]):
+        done.report(value, epoch)
+    study.tell(done, 0.9)
+    kwargs = {"n_startup_trials": 1, "n_warmup_steps": 0}
+
+    def run_epoch(value: float) -> tuple[bool, optuna.trial.FrozenTrial]:
+        trial = study.ask()
+        info = json.dumps({"study": "s", "storage": storage, "trial_id": trial._trial_id, "pruner_kwargs": kwargs})
+        callback = OptunaPruning(trial=info, monitor="val/acc")
+        trainer = SimpleNamespace(
+            callback_metrics={"val/acc": torch.tensor(value)}, sanity_checking=False, current_epoch=0, should_stop=False
+        )
+        callback.on_validation_epoch_end(trainer, None)
+        return trainer.should_stop, study._storage.get_trial(trial._trial_id)
+
+    stopped, frozen = run_epoch(0.5)  # below the median (0.8) of the earlier trial at epoch 0
+    assert stopped and frozen.user_attrs["pruned_at_epoch"] == 0 and frozen.intermediate_values == {0: 0.5}
+    stopped, frozen = run_epoch(0.85)
+    assert not stopped and "pruned_at_epoch" not in frozen.user_attrs
+    idle = SimpleNamespace(callback_metrics={"val/acc": torch.tensor(0.1)}, sanity_checking=False, should_stop=False)
+    OptunaPruning(trial=None).on_validation_epoch_end(idle, None)  # outside a pruned search: nothing happens
+    assert not idle.should_stop

@@ -134,3 +134,44 @@ class RichModelSummary(callbacks.RichModelSummary):
         console = get_console()
         console.print(table)
         console.print(totals)
+
+
+class OptunaPruning(L.Callback):
+    """Reports a search trial's validation curve to Optuna and stops the run when the study's pruner says so.
+
+    ``trial`` (JSON: study, storage, trial_id, pruner_kwargs) comes from the ABLATE_OPTUNA_TRIAL environment variable,
+    which the ablate_optuna sweeper sets per job (``hydra.job.env_set``) when ``hydra.sweeper.pruner`` is set; without
+    it the callback does nothing. After each validation epoch it reports ``monitor`` as the
+    trial's intermediate value and asks the pruner (median rule: stop when this epoch's value is worse than the median
+    of earlier trials at the same epoch). A pruned run stops like an early-stopped one and keeps its results.json; the
+    sweeper reads ``pruned_at_epoch`` from the trial and tells it PRUNED. optuna-integration's
+    PyTorchLightningPruningCallback needs the Trial object of the sweeper's process; this one reattaches to the
+    stored trial instead. Single-process runs only (under DDP only rank 0 would stop).
+    """
+
+    def __init__(self, trial: dict[str, Any] | str | None = None, monitor: str = "val/acc") -> None:
+        import json
+
+        self.trial_info = json.loads(trial) if isinstance(trial, str) and trial else trial or None
+        self.monitor = monitor
+        self._trial: Any = None
+
+    def _attach(self) -> Any:
+        if self._trial is None:
+            import optuna
+
+            info = self.trial_info or {}
+            pruner = optuna.pruners.MedianPruner(**dict(info.get("pruner_kwargs") or {}))
+            study = optuna.load_study(study_name=info["study"], storage=info["storage"], pruner=pruner)
+            self._trial = optuna.trial.Trial(study, int(info["trial_id"]))
+        return self._trial
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if not self.trial_info or trainer.sanity_checking or value is None:
+            return
+        trial = self._attach()
+        trial.report(float(value), step=trainer.current_epoch)
+        if trial.should_prune():
+            trial.set_user_attr("pruned_at_epoch", trainer.current_epoch)
+            trainer.should_stop = True

@@ -29,6 +29,9 @@ class AblateOptunaSweeperConf:
     # Seeds per setting (seed, seed+1, ...) and k-fold CV (all folds when data.num_folds >= 2): objective = mean.
     repeats: Any = "${oc.select:search.repeats,1}"
     num_folds: Any = "${oc.select:data.num_folds,0}"
+    # null | median (stops trials whose validation curve falls below the median; needs one job per trial).
+    pruner: Any = None
+    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
     # The search space: key -> Hydra sweep syntax, e.g. `tag(log, interval(1e-4, 1e-1))`, `choice(a, b)`, `range(1, 4)`.
     params: dict[str, Any] = field(default_factory=dict)
 

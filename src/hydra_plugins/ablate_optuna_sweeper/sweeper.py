@@ -268,6 +268,15 @@ class AblateOptunaSweeper(Sweeper):
                 f"error: optimized_metric={metric} is a test metric; search on a validation metric (val/...)"
             )
         direction = _direction(metric, str(p.get("direction", "auto")))
+        pruner_name = p.get("pruner")
+        if pruner_name not in (None, "median"):
+            raise SearchError(f"error: hydra.sweeper.pruner={pruner_name}; use median or null")
+        if pruner_name and repeats * len(folds) > 1:
+            raise SearchError(
+                "error: hydra.sweeper.pruner needs one job per trial (one validation curve); "
+                "set search.repeats=1 and data.num_folds=0, or hydra.sweeper.pruner=null"
+            )
+        pruner_kwargs = dict(p.get("pruner_kwargs") or {})
         self._check_composes(fixed, space)
 
         study_name = self._study_name(fixed, space, sampler_name)
@@ -287,6 +296,7 @@ class AblateOptunaSweeper(Sweeper):
             sampler=self._sampler(sampler_name, space, 0),
             direction=direction,
             load_if_exists=True,
+            pruner=optuna.pruners.MedianPruner(**pruner_kwargs) if pruner_name else None,
         )
         if study.trials:
             study.sampler = self._sampler(sampler_name, space, len(study.trials))
@@ -319,6 +329,10 @@ class AblateOptunaSweeper(Sweeper):
                     extra = [f"seed={base_seed + r}"] if repeats > 1 else []
                     extra += [f"data.fold={fold}"] if fold is not None else []
                     subdir = str(trial.number) if len(per_trial) == 1 else f"{trial.number}_{j}"
+                    if pruner_name:  # the job's OptunaPruning callback reattaches to this trial
+                        info = {"study": study_name, "storage": storage, "trial_id": trial._trial_id}
+                        info["pruner_kwargs"] = pruner_kwargs
+                        extra.append(f"++hydra.job.env_set.ABLATE_OPTUNA_TRIAL='{json.dumps(info)}'")
                     batch.append(
                         [*fixed, *params, *extra, f"hydra.sweep.dir='{sweep_dir}'", f"hydra.sweep.subdir={subdir}"]
                     )
@@ -346,6 +360,12 @@ class AblateOptunaSweeper(Sweeper):
         outcomes = [_job_outcome(ret) for ret in returns]
         trial.set_user_attr("run_dirs", [o[3] for o in outcomes])
         params = _short(trial.params)
+        pruned_at = study._storage.get_trial(trial._trial_id).user_attrs.get("pruned_at_epoch")  # set by the job
+        if pruned_at is not None and all(o[0] is not None for o in outcomes):
+            trial.set_user_attr("status", "pruned")
+            study.tell(trial, state=TrialState.PRUNED)
+            print(f"search: trial {trial.number} pruned after epoch {pruned_at}: {params}", flush=True)
+            return
         bad = [o for o in outcomes if o[0] is None]
         if bad:
             status = "diverged" if any(o[1] == "diverged" for o in bad) else "failed"
