@@ -219,12 +219,21 @@ def test_trial_objective_is_the_mean_over_seeds_and_folds(tmp_path: Path, monkey
     assert study.trials[0].user_attrs["values"] == [5, 6, 15, 16, 25, 26]
 
 
-@pytest.mark.slow
-def test_search_without_multirun_is_an_error(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(REPO / "train.py"), "hparams_search=random", *TINY]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert "error: hparams_search=random runs a search of many jobs; add -m" in proc.stderr
+def test_search_without_multirun_is_an_error() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from ablate.sweeps import check_objective
+    from tests.conftest import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", ["hparams_search=random"], return_hydra_config=True)  # run mode, as without -m
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(ConfigError, match="hparams_search=random runs a search of many jobs; add -m"):
+            check_objective(cfg)
+    finally:
+        HydraConfig.instance().cfg = None  # type: ignore[assignment]
 
 
 @pytest.mark.slow
