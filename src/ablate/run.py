@@ -26,6 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.config_checks import check_config, check_optimization, optimizer_stepping
 from ablate.console import quiet_lightning
 from ablate.data.augment import build_augment
+from ablate.ensembles import build_callbacks as build_ensemble_callbacks
+from ablate.ensembles import ensemble_metrics, ensemble_summary
 from ablate.errors import AblateError, ConfigError, DivergedError
 from ablate.history import History
 from ablate.loggers import log_final_hparams
@@ -137,6 +139,7 @@ def train(
     torch_threads = divide_threads(cfg)  # jobs running at once share the cores (hydra/launcher=joblib)
     reg, aug_cfg, init_cfg = _typed(cfg.reg, RegConfig), _typed(cfg.aug, AugmentConfig), _typed(cfg.init, InitConfig)
     check_reg(reg)
+    ensemble_callbacks = build_ensemble_callbacks(cfg)  # [] for ensemble=none: nothing runs per step
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))  # process-wide; no effect on GPU arithmetic
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -187,7 +190,7 @@ def train(
     trainer: L.Trainer = _instantiate(
         cfg.trainer,
         "trainer",
-        callbacks=[*_build_callbacks(cfg, has_val), *extra_callbacks],
+        callbacks=[*_build_callbacks(cfg, has_val), *ensemble_callbacks, *extra_callbacks],
         logger=loggers or False,
         **extra_trainer_args,
     )
@@ -221,6 +224,11 @@ def train(
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
         metrics.update({k: v for k, v in _final_metrics(trainer).items() if k.startswith("test/")})
         per_class = module.test_per_class  # {"test/acc": [accuracy of class 0, class 1, ...]}
+    if ensemble_callbacks:  # the averaged / ensembled models, scored beside the raw weights
+        device = trainer.strategy.root_device
+        extra, extra_per_class = ensemble_metrics(ensemble_callbacks, module, datamodule, bool(cfg.get("test")), device)
+        metrics.update(extra)
+        per_class = {**per_class, **extra_per_class}
     log_final_hparams(trainer.loggers, int(cfg.seed), metrics)
     epochs = trainer.current_epoch
     summary = {
@@ -235,6 +243,8 @@ def train(
         "world_size": trainer.world_size,
         **checkpoints,
     }
+    if ensemble_callbacks:
+        summary["ensemble"] = {"name": cfg.ensemble.name, **ensemble_summary(ensemble_callbacks)}
     if record is not None:
         record.update(**summary)
     return summary
