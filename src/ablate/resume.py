@@ -134,9 +134,14 @@ def plan(cfg: DictConfig, output_dir: Path, rank_zero: bool = True) -> ResumePla
 
     Other DDP ranks start after rank 0 has reopened the record (``running``) and only read the plan.
     """
-    if not cfg.get("ckpt_path"):
-        return None
-    source = Path(cfg.ckpt_path)
+    source = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if source is None:
+        # A run started in an interrupted run's folder (a SLURM requeue: ablate.rundir chose it) continues it.
+        if status_of(Path(output_dir)) != "interrupted":
+            return None
+        source = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if not source.is_file():  # interrupted before its first epoch ended: start again, in the same folder
+            return ResumePlan("", "", True, Path(output_dir))
     if not source.is_file():
         raise ConfigError(f"ckpt_path {source} does not exist; pass a run's checkpoints/last.ckpt")
     checkpoint = load_verified(source)
@@ -145,9 +150,11 @@ def plan(cfg: DictConfig, output_dir: Path, rank_zero: bool = True) -> ResumePla
         raise ConfigError(f"ckpt_path {source} holds no ablate_config; pass a checkpoint written by train.py")
     changed = check_unchanged(saved, OmegaConf.to_container(cfg, resolve=True), str(source))
     run = checkpoint_run(source)
-    if rank_zero and run is not None and status_of(run) == "running":
+    status = status_of(run) if run is not None else None
+    if rank_zero and status == "running":
         raise ConfigError(f"the run in {run} is still running; wait for it to end (or stop it) before resuming it")
-    in_place = run is not None and run == Path(output_dir).resolve()
+    # Only an interrupted run continues in place; a finished run's folder is never written again.
+    in_place = run == Path(output_dir).resolve() and (status == "interrupted" or not rank_zero)
     if in_place:
         return ResumePlan(str(source), str(source.resolve()), True, run, changed)
     copy = Path(output_dir) / "checkpoints" / source.name

@@ -100,7 +100,11 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
 
 
 # Lightning warnings that do not apply to in-memory loaders and per-batch normalization in the module.
-for _pattern in (".*overridden `on_after_batch_transfer`.*", ".*does not have many workers.*"):
+for _pattern in (
+    ".*overridden `on_after_batch_transfer`.*",
+    ".*does not have many workers.*",
+    ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run continues its own checkpoints
+):
     warnings.filterwarnings("ignore", message=_pattern)
 
 
@@ -303,6 +307,7 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
         ckpt_path = resume.ckpt_path
         for folder in (output_dir, output_dir / "checkpoints"):
             remove_stale_temporaries(folder)  # what a kill -9 during a write left behind
+        _keep_metrics_csv(output_dir, attempt=len(record.data["resumes"]))
     else:
         own = [o for o in overrides if not o.lstrip("+").startswith("ckpt_path=")]
         extra = {"resumed_from": resume.source} if resume is not None else {}
@@ -343,6 +348,13 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
         record.finish("completed")
         _print_summary(summary, output_dir)
     return summary["metrics"].get("test/acc")
+
+
+def _keep_metrics_csv(output_dir: Path, attempt: int) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv: keep the earlier attempt's rows beside the new file."""
+    csv = output_dir / "csv" / "metrics.csv"
+    if csv.is_file():
+        os.replace(csv, csv.with_name(f"metrics.before-resume-{attempt}.csv"))
 
 
 def _interrupted(record: RunRecord, output_dir: Path, signum: int, is_rank_zero: bool) -> None:
