@@ -94,7 +94,7 @@ def test_sigint_interrupts_a_run_that_then_resumes_in_its_own_folder(tmp_path):
 @pytest.mark.slow
 def test_sigterm_interrupts_a_sweep_which_says_which_jobs_ran(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = _start(["-m", *ARGS, "trainer.max_epochs=3", "seed=1,2,3", f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = _start(["-m", *ARGS, "seed=1,2,3", f"hydra.sweep.dir={sweep}"], tmp_path)
     _wait_for_checkpoint(proc, "1/checkpoints/last.ckpt", sweep)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
