@@ -220,7 +220,7 @@ def test_sweep_exit_code_is_non_zero_when_a_job_did_not_complete(tmp_path, capsy
     callback = sweep.SweepExitCode()
     callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert sweep.exit_code() == 1
-    assert "1 of 2 sweep jobs did not complete (1 diverged)" in capsys.readouterr().err
+    assert "1 of 2 sweep jobs did not complete (job 1 diverged)" in capsys.readouterr().err
     (tmp_path / "1" / "results.json").write_text(json.dumps({"status": "completed"}))
     callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert sweep.exit_code() == 0

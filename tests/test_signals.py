@@ -99,7 +99,7 @@ def test_sigterm_interrupts_a_sweep_which_says_which_jobs_ran(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143
-    assert "sweep interrupted by SIGTERM: jobs that ran: 0 completed, 1 interrupted; later jobs did not start" in stderr
+    assert "sweep interrupted by SIGTERM: jobs that ran: job 0 completed, job 1 interrupted; later jobs did not start" in stderr
     assert read_results(sweep / "1")["status"] == "interrupted" and not (sweep / "2").exists()
 
 
@@ -138,3 +138,15 @@ def test_slurm_requeue_signal_saves_and_the_requeued_job_continues_the_run(tmp_p
     assert [p.name for p in (logs / "runs").iterdir()] == [run.name]
     results = read_results(run)
     assert results["status"] == "completed" and results["epochs"] == 3 and len(results["resumes"]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ["hydra.run.dir={file}/run", "paths.log_dir={file}", "-m paths.log_dir={file}"])
+def test_a_run_or_sweep_folder_that_is_a_file_is_a_one_line_error(tmp_path, override):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    *flags, arg = override.format(file=blocker).split()
+    proc = run_cli([*flags, *FAST, arg], tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert f"{blocker} is a file, not a folder" in _one_error_line(proc.stderr)
+    assert blocker.read_text() == ""

@@ -3,6 +3,7 @@
 - ``${ablate.stamp:}``: a time stamp to the millisecond plus a random suffix, so two runs started in the same
   millisecond still get two folders. Cached, so every read in one process (and every job of a sweep, which
   receives a copy of the cache) sees the same value.
+- ``${ablate.sweep_dir:<base>}``: ``<base>/<stamp>`` (a sweep's folder; its jobs are numbered inside).
 - ``${ablate.run_dir:<base>,<ckpt_path>}``: ``<base>/<stamp>``, except when ``ckpt_path`` is a checkpoint of an
   interrupted run (status ``interrupted``, or ``running`` with its process gone): then that run's folder, so the
   run continues in place. A finished run's checkpoint gives a new folder; the run never writes into the old one.
@@ -86,6 +87,11 @@ def run_dir(base: str, ckpt_path: str | None = None) -> str:
     return str(Path(base) / stamp())
 
 
+def sweep_dir(base: str) -> str:
+    check_folder(base, "sweep folder")
+    return str(Path(base) / stamp())
+
+
 def hydra_subdir(output_dir: str) -> str | None:
     return None if (Path(output_dir) / "results.json").exists() else ".hydra"
 
@@ -93,5 +99,10 @@ def hydra_subdir(output_dir: str) -> str | None:
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
-    for name, fn in (("ablate.stamp", stamp), ("ablate.run_dir", run_dir), ("ablate.hydra_subdir", hydra_subdir)):
+    for name, fn in (
+        ("ablate.stamp", stamp),
+        ("ablate.run_dir", run_dir),
+        ("ablate.sweep_dir", sweep_dir),
+        ("ablate.hydra_subdir", hydra_subdir),
+    ):
         OmegaConf.register_new_resolver(name, fn, use_cache=True, replace=True)

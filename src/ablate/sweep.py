@@ -32,7 +32,7 @@ def job_statuses(sweep_dir: str | Path) -> dict[str, str]:
 
 
 def describe(statuses: dict[str, str]) -> str:
-    return ", ".join(f"{job} {status}" for job, status in statuses.items()) or "none"
+    return ", ".join(f"job {job} {status}" for job, status in statuses.items()) or "none"
 
 
 def interrupted_message(sweep_dir: str | Path, signum: int) -> str:
