@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ablate import resume as resuming
@@ -329,8 +330,9 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
         if multirun:  # keep the sweep going; the table shows this run as failed/diverged
             return None
         sys.exit(err.exit_code)
-    except (RunInterrupted, KeyboardInterrupt) as err:
-        signum = err.signum if isinstance(err, RunInterrupted) else 2
+    except (RunInterrupted, KeyboardInterrupt, SIGTERMException) as err:
+        # SIGTERMException: Lightning's own SIGTERM flag, raised at a batch end (a SystemExit with code 0).
+        signum = err.signum if isinstance(err, RunInterrupted) else 15 if isinstance(err, SIGTERMException) else 2
         _interrupted(record, output_dir, signum, is_rank_zero)
         if multirun:
             print(_sweep_interrupted(output_dir.parent, signum), file=sys.stderr)
