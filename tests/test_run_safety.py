@@ -18,7 +18,7 @@ from ablate.checkpoint_io import AtomicCheckpointIO, CheckpointError, checksum_p
 from ablate.results import STATUSES, effective_status
 from ablate.run import main, train
 from ablate.rundir import run_dir, stamp
-from tests.conftest import read_results
+from tests.conftest import compose_config, read_results
 
 
 def _tree(folder: Path) -> dict[str, str]:
@@ -117,11 +117,12 @@ def test_a_changed_setting_on_resume_is_refused_in_one_line(finished_run, make_c
     assert _tree(source) == before
 
 
-@pytest.fixture
-def finished_run(make_cfg, tmp_path) -> tuple[Path, list[str]]:
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, list[str]]:
     args = ["model=mlp", "model.width=32", "trainer.max_epochs=2"]
-    main(make_cfg(*args, subdir="finished"))
-    return tmp_path / "finished", args
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    main(compose_config(args, folder))
+    return folder, args
 
 
 def test_extending_a_finished_run_makes_a_new_run_and_leaves_the_old_one_untouched(make_cfg, capsys):
