@@ -164,3 +164,6 @@ def plan(cfg: DictConfig, output_dir: Path, rank_zero: bool = True) -> ResumePla
 def prepare_new_folder(resume: ResumePlan, output_dir: Path) -> None:
     """Copy the source checkpoints into the new run's folder (after the checks; the source is only read)."""
     _copy_checkpoints(Path(resume.source), Path(output_dir) / "checkpoints")
+    history = resume.source_run / "history.csv" if resume.source_run is not None else None
+    if history is not None and history.is_file():  # the curves start at epoch 0; rows after the checkpoint go
+        shutil.copyfile(history, Path(output_dir) / "history.csv")
