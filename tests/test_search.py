@@ -109,11 +109,17 @@ def test_direction_and_objective(make_cfg) -> None:
 
 
 def test_recap_counts_statuses(tmp_path: Path) -> None:
-    for i, status in enumerate(["completed", "completed", "diverged", "failed", "running"]):
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a finished process: its pid is gone
+    records = [{"status": s} for s in ("completed", "completed", "diverged", "failed")]
+    records += [{"status": "running", "host": socket.gethostname(), "pid": pid} for pid in (dead.pid, os.getpid())]
+    for i, record in enumerate(records):
         (tmp_path / str(i)).mkdir()
-        (tmp_path / str(i) / "results.json").write_text(json.dumps({"status": status}))
+        (tmp_path / str(i) / "results.json").write_text(json.dumps(record))
     line = recap(tmp_path)
-    assert line.startswith("sweep: 2 completed, 1 diverged, 1 failed, 1 interrupted in ")
+    assert line.startswith("sweep: 2 completed, 1 diverged, 1 failed, 1 interrupted, 1 running in ")
     assert line.endswith(f"table: python -m ablate.table {tmp_path}")
 
 
@@ -135,7 +141,8 @@ def test_grid_enumerates_and_a_diverged_trial_fails_without_stopping(tmp_path: P
     args = ["hparams_search=grid", "optimizer=sgd", "optimizer.lr=choice(0.003, 1e9)", "optimizer.weight_decay=0"]
     args += ["reg.dropout=0", "nan_check_every=1"]
     proc = _search(args, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the search went on; the sweep's exit code reports the job
+    assert "1 of 2 sweep jobs did not complete" in proc.stderr
     trials = _study(tmp_path).trials
     assert sorted(t.params["optimizer.lr"] for t in trials) == [0.003, 1e9]  # the whole grid, nothing more
     by_lr = {t.params["optimizer.lr"]: t for t in trials}
@@ -160,7 +167,8 @@ def test_killed_search_resumes_when_the_same_command_runs_again(tmp_path: Path) 
     interrupted_params = study.trials[1].params
 
     again = _search(args, tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 1, again.stderr[-3000:]  # the killed job's folder stays `interrupted`...
+    assert "sweep: 3 completed, 0 diverged, 0 failed, 1 interrupted" in again.stdout
     assert "1/3 trials done, 1 interrupted trial(s) queued again" in again.stdout
     study = _study(tmp_path)
     states = [t.state for t in study.trials]

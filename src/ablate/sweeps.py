@@ -94,15 +94,15 @@ def divide_threads(cfg: DictConfig) -> int:
 
 def recap(sweep_dir: Path) -> str:
     """One line: the jobs' statuses from their results.json, the sweep dir and the table command."""
+    from ablate.results import effective_status  # a `running` record whose process is gone reads `interrupted`
+
     counts: Counter[str] = Counter()
     for path in sorted(Path(sweep_dir).glob("*/results.json")):
         try:
-            counts[json.loads(path.read_text()).get("status", "unknown")] += 1
+            counts[effective_status(json.loads(path.read_text()))] += 1
         except (OSError, ValueError):
             counts["unreadable"] += 1
     parts = [f"{counts.pop(s, 0)} {s}" for s in ("completed", "diverged", "failed")]
-    if counts.get("running"):  # killed jobs never wrote their final status
-        parts.append(f"{counts.pop('running')} interrupted")
     parts += [f"{n} {s}" for s, n in sorted(counts.items())]
     return f"sweep: {', '.join(parts)} in {sweep_dir}; table: python -m ablate.table {sweep_dir}"
 
