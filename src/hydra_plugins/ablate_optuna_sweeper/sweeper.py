@@ -37,6 +37,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, read_write
 
+from ablate.results import pid_alive
+
 if TYPE_CHECKING:
     import optuna
 
@@ -118,16 +120,6 @@ def _direction(metric: str, direction: str) -> str:
     return "minimize" if "loss" in metric.split("/")[-1] else "maximize"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _job_outcome(ret: Any) -> tuple[float | None, str, str | None, str | None]:
     """(value, status, error, run dir) of one finished Hydra job, from its return and its results.json."""
     run_dir = None
@@ -203,7 +195,7 @@ class AblateOptunaSweeper(Sweeper):
         host, retried = socket.gethostname(), 0
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             attrs = trial.user_attrs
-            if attrs.get("host") != host or _pid_alive(int(attrs.get("pid", -1))):
+            if attrs.get("host") != host or pid_alive(int(attrs.get("pid", -1))):
                 continue  # another machine's (or a live process's) trial
             # A finished trial's attributes are read-only, so mark it through the storage (Optuna's public
             # BaseStorage API) before telling it FAIL.
