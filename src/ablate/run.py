@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.config_checks import check_config, check_optimization, optimizer_stepping
 from ablate.data.augment import build_augment
 from ablate.errors import AblateError, ConfigError, DivergedError
+from ablate.finetune import finetune_callbacks, pop_backbone_lr_scale
 from ablate.models.init import apply_init
 from ablate.module import ClassifierModule
 from ablate.profiling import NullProfiler
@@ -134,7 +135,9 @@ def train(
             "interval": cfg.scheduler.get("interval", "epoch"),
             "monitor": cfg.scheduler.get("monitor"),
         }
-    optimizer = _instantiate(cfg.optimizer, "optimizer")
+    optimizer_node, backbone_lr_scale = pop_backbone_lr_scale(cfg.optimizer)
+    optimizer = _instantiate(optimizer_node, "optimizer")
+    finetuning = finetune_callbacks(model, cfg, backbone_lr_scale, scheduler)  # model=transfer's strategies
     stepping = optimizer_stepping(cfg, optimizer)
     steps_per_epoch = math.ceil(len(datamodule.train_dataloader()) / stepping["accumulate_grad_batches"])
     check_optimization(cfg, model, optimizer, scheduler, steps_per_epoch=steps_per_epoch)
@@ -147,6 +150,7 @@ def train(
         std=datamodule.std,
         seed=int(cfg.seed),
         decay_bias_and_norm=bool(cfg.decay_bias_and_norm),
+        backbone_lr_scale=backbone_lr_scale,
         label_smoothing=reg.label_smoothing,
         channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3,
         nan_check_every=int(cfg.nan_check_every),
@@ -167,7 +171,7 @@ def train(
     trainer: L.Trainer = _instantiate(
         cfg.trainer,
         "trainer",
-        callbacks=[*_build_callbacks(cfg, has_val), *extra_callbacks],
+        callbacks=[*_build_callbacks(cfg, has_val), *finetuning, *extra_callbacks],
         logger=loggers or False,
         **extra_trainer_args,
     )
@@ -179,6 +183,8 @@ def train(
     num_params = sum(p.numel() for p in model.parameters())
     if record is not None:
         record.update(data=datamodule.summary(), num_params=num_params)
+        if hasattr(model, "transfer_summary"):
+            record.update(transfer=model.transfer_summary())
         record.update(versions={**record.data["versions"], "lightning": L.__version__})
 
     fit_start = time.time()
