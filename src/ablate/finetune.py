@@ -74,17 +74,19 @@ def _check_scheduler_takes_new_groups(scheduler: dict[str, Any] | None) -> None:
     if not scheduler:
         return
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-    try:
-        sched = build_scheduler(scheduler["fn"], opt, scheduler["interval"], steps=100, epochs=10)
-        opt.add_param_group({"params": [nn.Parameter(torch.zeros(1))], "lr": 0.01})
-        for _ in range(2):
-            sched.step(1.0) if isinstance(sched, ReduceLROnPlateau) else sched.step()
-    except Exception as err:
-        raise ConfigError(
-            f"model.finetune=staged adds the backbone's parameter group during training, which this scheduler "
-            f"cannot take ({type(err).__name__}: {err}); use scheduler=cosine, warmup_cosine, step, multistep, "
-            "exponential, plateau or none"
-        ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stepping a scheduler without optimizer steps is the point here
+        try:
+            sched = build_scheduler(scheduler["fn"], opt, scheduler["interval"], steps=100, epochs=10)
+            opt.add_param_group({"params": [nn.Parameter(torch.zeros(1))], "lr": 0.01})
+            for _ in range(2):
+                sched.step(1.0) if isinstance(sched, ReduceLROnPlateau) else sched.step()
+        except Exception as err:
+            raise ConfigError(
+                f"model.finetune=staged adds the backbone's parameter group during training, which this scheduler "
+                f"cannot take ({type(err).__name__}: {err}); use scheduler=cosine, warmup_cosine, step, multistep, "
+                "exponential, plateau or none"
+            ) from None
 
 
 def finetune_callbacks(

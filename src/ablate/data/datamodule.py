@@ -21,6 +21,8 @@ class DataModule(L.LightningDataModule):
     The official test split is only ever served by ``test_dataloader``; validation comes out of the training set.
     """
 
+    KNOWN_NAMES: tuple[str, ...] = (*SOURCES, "synthetic")
+
     def __init__(
         self,
         name: str = "fashion_mnist",
@@ -50,8 +52,8 @@ class DataModule(L.LightningDataModule):
         self.shuffle_seed = 0  # set by the run from the global seed
 
     def validate(self) -> None:
-        if self.name != "synthetic" and self.name not in SOURCES:
-            raise ConfigError(f"data.name '{self.name}' is unknown; choose one of {sorted([*SOURCES, 'synthetic'])}")
+        if self.name not in self.KNOWN_NAMES:
+            raise ConfigError(f"data.name '{self.name}' is unknown; choose one of {sorted(self.KNOWN_NAMES)}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1 (got {self.batch_size}, eval {self.eval_batch_size})")
         if self.num_folds == 1 or self.num_folds < 0:
@@ -93,8 +95,11 @@ class DataModule(L.LightningDataModule):
         self.x_val, self.y_val = raw.x_train[val_idx], raw.y_train[val_idx]
         self.x_test, self.y_test = raw.x_test, raw.y_test
         # Per-channel statistics of the images actually trained on, applied per batch on device.
-        pixels = self.x_train.transpose(0, 1).reshape(self.x_train.shape[1], -1).float().div_(255)
-        self.mean, self.std = pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-3)
+        self.mean, self.std = self._channel_stats(self.x_train)
+
+    def _channel_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = x.transpose(0, 1).reshape(x.shape[1], -1).float().div_(255)
+        return pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-3)
 
     def _load_raw(self) -> RawDataset:
         if self.name == "synthetic":

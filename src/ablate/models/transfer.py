@@ -309,7 +309,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ConfigError(f"model.init_from: cannot read {file} ({type(err).__name__}: {err})".splitlines()[0]) from None
+        raise ConfigError(
+            f"model.init_from: cannot read {file} ({type(err).__name__}: {err})".splitlines()[0]
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ConfigError(f"model.init_from: {file} is not a Lightning checkpoint of this project (no state_dict)")
     prefix = "model."
@@ -363,7 +365,9 @@ def load_matching(
             f"model.init_from={origin}: {len(missing)} backbone tensors missing and {len(mismatched)} of another "
             f"shape ({'; '.join(problems)}); build the checkpoint's architecture (model.backbone, model.backbone_args)"
         )
-    head_loaded = keep_head and all(k in mapped and mapped[k].shape == v.shape for k, v in model.head.state_dict(prefix="head.").items())
+    head_loaded = keep_head and all(
+        k in mapped and mapped[k].shape == v.shape for k, v in model.head.state_dict(prefix="head.").items()
+    )
     if head_loaded:
         load.update({k: mapped[k] for k in model.head.state_dict(prefix="head.")})
     model.load_state_dict(load, strict=False)
