@@ -38,12 +38,13 @@ class DataModule(L.LightningDataModule):
         classes: list[int] | None = None,
         train_per_class: int = 0,
         synthetic: dict[str, Any] | None = None,
+        bootstrap_seed: int | None = None,
     ) -> None:
         super().__init__()
         self.name, self.data_dir, self.download = name, str(data_dir), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.num_folds, self.fold, self.split_seed = val_size, num_folds, fold, split_seed
-        self.train_subset = train_subset
+        self.train_subset, self.bootstrap_seed = train_subset, bootstrap_seed
         self.classes = [int(c) for c in classes] if classes is not None else None
         self.train_per_class = train_per_class
         self.synthetic = dict(synthetic or {})
@@ -70,6 +71,8 @@ class DataModule(L.LightningDataModule):
             raise ConfigError("data.train_subset and data.train_per_class both pick a training subset; set one")
         if self.classes is not None and (not self.classes or len(set(self.classes)) != len(self.classes)):
             raise ConfigError(f"data.classes must be a non-empty list of distinct class indices, got {self.classes}")
+        if self.bootstrap_seed is not None and (isinstance(self.bootstrap_seed, bool) or self.bootstrap_seed < 0):
+            raise ConfigError(f"data.bootstrap_seed must be null (off) or an integer >= 0, got {self.bootstrap_seed}")
 
     # -- loading ---------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -91,6 +94,8 @@ class DataModule(L.LightningDataModule):
             train_idx = train_idx[keep]
         if self.train_per_class:
             train_idx = train_idx[per_class_subset(raw.y_train[train_idx], self.train_per_class, self.split_seed)]
+        if self.bootstrap_seed is not None:
+            train_idx = bootstrap_resample(train_idx, self.bootstrap_seed)
         self.x_train, self.y_train = raw.x_train[train_idx], raw.y_train[train_idx]
         self.x_val, self.y_val = raw.x_train[val_idx], raw.y_train[val_idx]
         self.x_test, self.y_test = raw.x_test, raw.y_test
@@ -134,6 +139,7 @@ class DataModule(L.LightningDataModule):
             "num_classes": self.num_classes,
             **({"classes": self.classes} if self.classes is not None else {}),
             **({"train_per_class": self.train_per_class} if self.train_per_class else {}),
+            "bootstrap_seed": self.bootstrap_seed,
         }
 
     # -- loaders ---------------------------------------------------------------------------------------------
@@ -183,3 +189,12 @@ def per_class_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.T
             )
         picked.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
     return torch.cat(picked).sort().values
+
+
+def bootstrap_resample(indices: torch.Tensor, seed: int) -> torch.Tensor:
+    """Bagging (Breiman 1996): as many draws as there are ``indices``, uniformly with replacement, seeded.
+
+    About 63% of the samples appear (some several times); validation and test are never resampled.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return indices[torch.randint(len(indices), (len(indices),), generator=gen)]
