@@ -12,7 +12,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.models.transfer import TransferNet, adapt_input_conv, resolve_checkpoint
+from ablate.models.backbones import adapt_input_conv
+from ablate.models.init import apply_init
+from ablate.models.init_from import resolve_checkpoint
+from ablate.models.transfer import TransferNet
 from ablate.optim import build_scheduler, param_groups, scale_group_lrs
 from ablate.results import RunRecord
 from ablate.run import train
@@ -130,6 +133,11 @@ def test_init_from_loads_backbone_and_new_head(tmp_path: Path) -> None:
     assert not torch.equal(snaps.start["head.weight"], source["model.classifier.4.weight"])
     results = read_results(tmp_path / "ft")
     assert results["transfer"]["head"] == "reinitialized" and results["data"]["train"] == 60
+    # init=... re-initializes only the new head of a model holding loaded weights.
+    model = TransferNet((1, 28, 28), 5, backbone="convnet", init_from=pre["checkpoint_best"])
+    head_before = model.head.weight.clone()
+    assert apply_init(model, "orthogonal") == 1 and not torch.equal(model.head.weight, head_before)
+    assert torch.equal(model.backbone.features[0].weight, source["model.features.0.weight"])
     # An incompatible architecture: one line naming the shapes.
     with pytest.raises(ConfigError, match=r"of another shape .*checkpoint \[8, 1, 5, 5\] vs model \[16, 1, 5, 5\]"):
         TransferNet(
