@@ -94,6 +94,10 @@ def test_staged_unfreezes_at_the_epoch_with_a_lower_lr(tmp_path: Path) -> None:
     overrides = ["model=transfer", *SMALL_CONVNET, "model.finetune=staged", "model.unfreeze_at_epoch=1"]
     with pytest.raises(ConfigError, match="staged adds the backbone's parameter group"):
         fit(tmp_path, *overrides, "trainer.max_epochs=2", name="onecycle")  # the default scheduler=onecycle
+    with pytest.raises(ConfigError, match="unfreeze_at_epoch must be in"):
+        fit(tmp_path, *overrides, "scheduler=none", "trainer.max_epochs=1", name="never")
+    with pytest.raises(ConfigError, match="backbone_lr_scale needs a model with a backbone"):
+        fit(tmp_path, "optimizer.backbone_lr_scale=0.1", name="plain")
     summary, snaps = fit(tmp_path, *overrides, "scheduler=none", "trainer.max_epochs=2")
     groups = snaps.optimizer.param_groups
     assert len(groups) == 3  # head (decay, no decay), then the backbone added by BackboneFinetuning

@@ -101,8 +101,8 @@ def finetune_callbacks(
         raise ConfigError("optimizer=lbfgs takes a single parameter group; drop optimizer.backbone_lr_scale")
     if model.finetune != "staged":
         return []
-    max_epochs = int(cfg.trainer.get("max_epochs") or 0)
-    if not 1 <= model.unfreeze_at_epoch < max(max_epochs, 2):
+    max_epochs = int(cfg.trainer.get("max_epochs") or -1)  # -1: no epoch limit (max_steps decides)
+    if model.unfreeze_at_epoch < 1 or 0 < max_epochs <= model.unfreeze_at_epoch:
         raise ConfigError(
             f"model.unfreeze_at_epoch must be in [1, trainer.max_epochs) = [1, {max_epochs}), got "
             f"{model.unfreeze_at_epoch}; the backbone must join before the run ends (finetune=head never unfreezes)"
