@@ -121,9 +121,13 @@ class StreamingLoader(DataLoader):
         super().__init__(*args, generator=torch.Generator().manual_seed(0), **kwargs)
 
     def __iter__(self) -> Iterator[Any]:
+        iterator = super().__iter__()
         try:
-            yield from super().__iter__()
+            yield from iterator
         except ConfigError as err:
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:  # now, rather than when the garbage collector finds the loader (5 s join)
+                shutdown()
             # A worker's error arrives as its whole traceback; keep the message line.
             lines = [line.split("ConfigError: ", 1)[1] for line in str(err).splitlines() if "ConfigError: " in line]
             raise ConfigError(lines[-1] if lines else str(err)) from None
@@ -239,7 +243,8 @@ class ImageFolderDataModule(DataModule):
     def _decode_all(self, files: ImageFiles) -> torch.Tensor:
         out = torch.empty(files.shape, dtype=torch.uint8)
         start = 0
-        for batch in StreamingLoader(files, batch_size=256, num_workers=self.num_workers):
+        workers = self.num_workers if len(files) >= 1024 else 0  # starting workers costs more than a few images
+        for batch in StreamingLoader(files, batch_size=256, num_workers=workers):
             out[start : start + len(batch)] = batch
             start += len(batch)
         return out
