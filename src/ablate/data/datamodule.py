@@ -109,8 +109,19 @@ class DataModule(L.LightningDataModule):
     def _load_raw(self) -> RawDataset:
         if self.name == "synthetic":
             return make_synthetic(**self.synthetic)
-        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        self._check_data_dir()
         return SOURCES[self.name](self.data_dir, download=self.download)
+
+    def _check_data_dir(self) -> None:
+        """A regular file where a folder should be is an error; the folder is created only to download into."""
+        root = Path(self.data_dir)
+        for part in (root, *root.parents):
+            if part.exists():
+                if not part.is_dir():
+                    raise ConfigError(f"data.data_dir {root}: {part} is a file, not a folder; set data.data_dir")
+                break
+        if self.download and self.name != "digits":
+            root.mkdir(parents=True, exist_ok=True)
 
     def setup(self, stage: str) -> None:
         self.prepare()
