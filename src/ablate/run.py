@@ -33,6 +33,7 @@ from ablate.data.augment import build_augment
 from ablate.ensembles import build_callbacks as build_ensemble_callbacks
 from ablate.ensembles import ensemble_metrics, ensemble_summary
 from ablate.errors import AblateError, ConfigError, DivergedError
+from ablate.finetune import finetune_callbacks, pop_backbone_lr_scale
 from ablate.history import History
 from ablate.interrupt import STATE as SIGNALS
 from ablate.interrupt import RunInterrupted, StopAtSafePoint
@@ -173,7 +174,9 @@ def train(
             "interval": cfg.scheduler.get("interval", "epoch"),
             "monitor": cfg.scheduler.get("monitor"),
         }
-    optimizer = _instantiate(cfg.optimizer, "optimizer")
+    optimizer_node, backbone_lr_scale = pop_backbone_lr_scale(cfg.optimizer)
+    optimizer = _instantiate(optimizer_node, "optimizer")
+    finetuning = finetune_callbacks(model, cfg, backbone_lr_scale, scheduler)  # model=transfer's strategies
     stepping = optimizer_stepping(cfg, optimizer)
     steps_per_epoch = math.ceil(len(datamodule.train_dataloader()) / stepping["accumulate_grad_batches"])
     check_optimization(cfg, model, optimizer, scheduler, steps_per_epoch=steps_per_epoch)
@@ -186,6 +189,7 @@ def train(
         std=datamodule.std,
         seed=int(cfg.seed),
         decay_bias_and_norm=bool(cfg.decay_bias_and_norm),
+        backbone_lr_scale=backbone_lr_scale,
         label_smoothing=reg.label_smoothing,
         channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3,
         nan_check_every=int(cfg.nan_check_every),
@@ -206,7 +210,13 @@ def train(
     trainer: L.Trainer = _instantiate(
         cfg.trainer,
         "trainer",
-        callbacks=[*_build_callbacks(cfg, has_val), *ensemble_callbacks, *extra_callbacks, StopAtSafePoint()],
+        callbacks=[
+            *_build_callbacks(cfg, has_val),
+            *finetuning,
+            *ensemble_callbacks,
+            *extra_callbacks,
+            StopAtSafePoint(),
+        ],
         logger=loggers or False,
         # Atomic same-folder writes with a sha256 beside each checkpoint, verified on every load.
         plugins=[AtomicCheckpointIO()],
@@ -220,6 +230,8 @@ def train(
     num_params = sum(p.numel() for p in model.parameters())
     if record is not None:
         record.update(data=datamodule.summary(), num_params=num_params, torch_threads=torch_threads)
+        if hasattr(model, "transfer_summary"):
+            record.update(transfer=model.transfer_summary())
         record.update(versions={**record.data["versions"], "lightning": L.__version__})
 
     fit_start = time.time()
