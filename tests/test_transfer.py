@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -137,6 +138,15 @@ def test_init_from_loads_backbone_and_new_head(tmp_path: Path) -> None:
     assert not torch.equal(snaps.start["head.weight"], source["model.classifier.4.weight"])
     results = read_results(tmp_path / "ft")
     assert results["transfer"]["head"] == "reinitialized" and results["data"]["train"] == 60
+    # The fine-tuned run's checkpoint alone rebuilds it (architecture recorded, no source run needed): evaluate.py
+    # re-tests it to the same accuracy after the source run is gone.
+    from ablate.evaluate import evaluate
+    from tests.test_evaluate import _cfg
+
+    shutil.move(tmp_path / "pre", tmp_path / "pre-moved")
+    retest = evaluate(_cfg(tmp_path / "eval", f"run={tmp_path / 'ft'}"), tmp_path / "eval")
+    assert retest["metrics"]["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
+    shutil.move(tmp_path / "pre-moved", tmp_path / "pre")
     # init=... re-initializes only the new head of a model holding loaded weights.
     model = TransferNet((1, 28, 28), 5, backbone="convnet", init_from=pre["checkpoint_best"])
     head_before = model.head.weight.clone()

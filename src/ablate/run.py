@@ -23,7 +23,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ablate import resume as resuming
 from ablate.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
@@ -162,6 +162,10 @@ def train(
 
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule, reg, init_cfg)
+    if getattr(model, "backbone_args", None) and not cfg.model.get("backbone_args"):
+        # A backbone read from model.init_from's run: record it, so the checkpoint alone rebuilds this model.
+        with open_dict(cfg):
+            cfg.model.backbone_args = model.backbone_args
     if reg.input_noise:
         if aug_cfg.noise_std:
             raise ConfigError("reg.input_noise and aug.noise_std are the same technique; set only one")

@@ -63,6 +63,7 @@ class TransferNet(nn.Module):
         args = dict(backbone_args or {})
         if backbone in PROJECT_BACKBONES and not args and source is not None:
             args = source_architecture(source["ablate_config"], backbone)  # "fine-tune the model of that run"
+        self.backbone_args = args  # what was built, also when read from the source run (recorded in the config)
         net = build_backbone(backbone, args, input_shape, num_classes, pretrained)
         self.head_source_name, in_features = replace_last_linear(net, backbone)
         self.backbone = net
