@@ -288,7 +288,8 @@ def train(
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     metrics = summary["metrics"]
-    keys = [k for k in ("test/acc", "test/loss", "val/acc_best", "train/acc") if k in metrics]
+    averaged = [f"test/acc_{variant}" for variant in ("snapshot_ens", "ema", "swa")]  # beside the single model
+    keys = [k for k in ("test/acc", *averaged, "test/loss", "val/acc_best", "train/acc") if k in metrics]
     line = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys)
     print(f"\n{line}\nepochs={summary['epochs']}  fit={summary['fit_time_s']:.1f}s  run dir: {run_dir}")
 
