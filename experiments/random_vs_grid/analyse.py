@@ -194,7 +194,8 @@ def report(studies: dict[str, dict[int, list[Trial]]], budgets: list[int], searc
     lines += [
         "",
         f"Compute: {len(all_trials)} trials in {len(spans)} studies; train.py's own wall time per trial "
-        f"{statistics.fmean(trial_wall):.1f} s on average ({sum(trial_wall) / 60:.1f} min in all); studies took {min(spans):.0f}-{max(spans):.0f} s each ({sum(spans) / 60:.1f} min in all, "
+        f"{statistics.fmean(trial_wall):.1f} s on average ({sum(trial_wall) / 60:.1f} min in all); "
+        f"studies took {min(spans):.0f}-{max(spans):.0f} s each ({sum(spans) / 60:.1f} min in all, "
         "the sweeper's per-job overhead included), run one after another.",
         f"Hardware: {platform.machine()} CPU, {_cpu_model()}, {_nproc()} cores shared with other jobs; "
         f"torch {_torch_version()}, 1 torch thread per trial. Studies read from `{_rel(searches)}`.",
