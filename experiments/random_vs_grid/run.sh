@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Random vs grid search (Bergstra & Bengio 2012) at CPU scale: 27 trials each, 3 search seeds each, run one after
+# Random vs grid search (Bergstra & Bengio 2012) at CPU scale: 27 trials each, 5 search seeds each, run one after
 # another. Search seed s sets the sampler seed (random draws / grid order) and the training seed of every trial.
 # Studies land in logs/searches/rvg-<sampler>-s<seed>/; then: python experiments/random_vs_grid/analyse.py
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
 COMMON=(data=digits model=mlp trainer.max_epochs=5 hydra.sweeper.n_trials=27)
-for s in 0 1 2; do
+for s in 0 1 2 3 4; do
   # Random: the default space of configs/hparams_search/random.yaml, spelled out.
   $PY train.py -m hparams_search=random "${COMMON[@]}" seed=$s hydra.sweeper.seed=$s \
     hydra.sweeper.study_name=rvg-random-s$s \
