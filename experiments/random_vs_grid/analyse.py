@@ -25,8 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-BEGIN, END = "<!-- analyse.py:begin -->", "<!-- analyse.py:end -->"
 PARAMS = ("optimizer.lr", "optimizer.weight_decay", "reg.dropout")
+TITLES = {"rvg": "MLP on digits, AdamW, 5 epochs", "rvg-sgd": "MLP on digits, plain SGD, 5 epochs"}
 
 
 @dataclass
@@ -97,16 +97,19 @@ def _mean_std(values: list[float], scale: float = 100.0) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def main_effects(trials: list[Trial]) -> dict[str, dict[float, float]]:
-    """Mean val/acc_best per value of each parameter over a full grid (the other parameters averaged out)."""
-    effects: dict[str, dict[float, float]] = {}
+def main_effects(trials: list[Trial]) -> dict[str, dict[float, tuple[float, int]]]:
+    """(mean val/acc_best of the completed trials, failed trials) per value of each parameter over a full grid."""
+    effects: dict[str, dict[float, tuple[float, int]]] = {}
     for key in PARAMS:
-        levels = sorted({t.params[key] for t in trials})
-        effects[key] = {lv: statistics.fmean(t.val for t in trials if t.params[key] == lv) for lv in levels}
+        effects[key] = {}
+        for lv in sorted({t.params[key] for t in trials}):
+            vals = [t.val for t in trials if t.params[key] == lv]
+            done = [v for v in vals if v > -math.inf]
+            effects[key][lv] = (statistics.fmean(done) if done else math.nan, len(vals) - len(done))
     return effects
 
 
-def draw(studies: dict[str, dict[int, list[Trial]]], out: Path) -> None:
+def draw(studies: dict[str, dict[int, list[Trial]]], out: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,14 +128,14 @@ def draw(studies: dict[str, dict[int, list[Trial]]], out: Path) -> None:
             color = colors.get(sampler)
             ax.plot(x, y.mean(0), color=color, lw=2, label=f"{sampler} (mean of {len(curves)} search seeds)")
             ax.fill_between(x, y.min(0), y.max(0), color=color, alpha=0.15, lw=0)
-            low = min(low, float(y[:, min(2, n - 1) :].min()))
+            low = min(low, float(np.nanmin(np.where(np.isfinite(y), y, np.nan)[:, min(2, n - 1) :])))
     ax_val.set(xlabel="trials", ylabel="best val/acc_best so far (%)", title="best validation accuracy found")
     ax_test.set(xlabel="trials", ylabel="test/acc of that trial (%)", title="test accuracy of the selected trial")
     for ax in (ax_val, ax_test):
         ax.set_ylim(math.floor(low - 0.5), None)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("Random vs grid search, MLP on digits, 5 epochs (band: min..max over search seeds; y axis cut)")
+    fig.suptitle(f"Random vs grid search, {title} (band: min..max over search seeds; y axis cut)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -168,24 +171,27 @@ def report(studies: dict[str, dict[int, list[Trial]]], budgets: list[int], searc
                 f"{p.get('reg.dropout', math.nan):.3g} | {failed} |"
             )
     if "grid" in studies:
-        grid = [t for trials in studies["grid"].values() for t in trials if t.val > -math.inf]
+        grid = [t for trials in studies["grid"].values() for t in trials]
         lines += ["", f"Main effects over the full grid, all {len(studies['grid'])} grid studies pooled ({len(grid)} "]
         lines += ["trials; mean val/acc_best % per value, the other parameters averaged):", ""]
         for key, effect in main_effects(grid).items():
-            cells = ", ".join(f"{lv:.3g}: {100 * v:.2f}" for lv, v in effect.items())
-            spread = 100 * (max(effect.values()) - min(effect.values()))
+            cells = ", ".join(
+                f"{lv:.3g}: {100 * v:.2f}" + (f" ({bad} failed)" if bad else "") for lv, (v, bad) in effect.items()
+            )
+            means = [v for v, _ in effect.values() if not math.isnan(v)]
+            spread = 100 * (max(means) - min(means))
             lines.append(f"- `{key}`: {cells} (spread {spread:.2f} points)")
     if "random" in studies:
-        pooled = [t for trials in studies["random"].values() for t in trials if t.val > -math.inf]
+        pooled = [t for trials in studies["random"].values() for t in trials]
         lines += ["", f"Random trials pooled ({len(pooled)}), mean val/acc_best % by learning-rate decade:", ""]
         decades: dict[int, list[float]] = {}
         for t in pooled:
             decades.setdefault(math.floor(math.log10(t.params["optimizer.lr"])), []).append(t.val)
         for d, vals in sorted(decades.items()):
-            lines.append(
-                f"- lr in [1e{d}, 1e{d + 1}): {100 * statistics.fmean(vals):.2f} "
-                f"(max {100 * max(vals):.2f}, {len(vals)} trials)"
-            )
+            done = [v for v in vals if v > -math.inf]
+            stats = f"{100 * statistics.fmean(done):.2f} (max {100 * max(done):.2f}, " if done else "- ("
+            failed = f", {len(vals) - len(done)} failed)" if len(done) < len(vals) else ")"
+            lines.append(f"- lr in [1e{d}, 1e{d + 1}): {stats}{len(vals)} trials{failed}")
     # Compute: the trials' own wall time and each study's span (first start to last heartbeat).
     all_trials = [t for by_seed in studies.values() for trials in by_seed.values() for t in trials]
     trial_wall = [t.wall_s for t in all_trials]
@@ -235,30 +241,33 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def write_results(path: Path, generated: str) -> None:
-    block = f"{BEGIN}\n{generated}\n{END}"
-    text = path.read_text() if path.exists() else f"# Random vs grid search: results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
+def write_results(path: Path, generated: str, prefix: str) -> None:
+    # One generated block per setting (prefix); everything outside the blocks is hand-written and kept.
+    begin, end = f"<!-- analyse.py {prefix}:begin -->", f"<!-- analyse.py {prefix}:end -->"
+    block = f"{begin}\n{generated}\n{end}"
+    text = path.read_text() if path.exists() else "# Random vs grid search: results\n"
+    if begin not in text or end not in text:
+        text += f"\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
     path.write_text(head + block + tail)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--searches", type=Path, default=REPO / "logs" / "searches")
-    parser.add_argument("--prefix", default="rvg")
+    parser.add_argument("--prefix", default="rvg", help="studies <prefix>-<sampler>-s<seed>: rvg or rvg-sgd")
     parser.add_argument("--out-dir", type=Path, default=HERE)
     parser.add_argument("--budgets", type=int, nargs="+", default=[5, 10, 20, 27])
     args = parser.parse_args(argv)
     studies = load_all(args.searches, args.prefix)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    draw(studies, args.out_dir / "best_vs_trials.png")
+    figure = args.out_dir / ("best_vs_trials.png" if args.prefix == "rvg" else f"best_vs_trials_{args.prefix}.png")
+    draw(studies, figure, TITLES.get(args.prefix, args.prefix))
     generated = report(studies, args.budgets, args.searches)
-    write_results(args.out_dir / "results.md", generated)
+    write_results(args.out_dir / "results.md", generated, args.prefix)
     print(generated)
-    print(f"wrote {args.out_dir / 'best_vs_trials.png'} and {args.out_dir / 'results.md'}")
+    print(f"wrote {figure} and {args.out_dir / 'results.md'}")
 
 
 if __name__ == "__main__":
