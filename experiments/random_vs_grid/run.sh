@@ -7,7 +7,10 @@
 #   rvg-sgd: plain SGD + one-cycle, lr in [1e-3, 10]: a narrow lr optimum (~0.6-1.5, divergence from ~2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=${PYTHON:-python}
+PY=(${PYTHON:-python})
+# A search whose trials diverged (plain SGD at lr > ~2) still ends with exit code 1 (train.py's sweep rule: "a job did
+# not complete"); those trials are FAIL in the study and count as spent budget. Go on after 1, stop on anything else.
+search() { "${PY[@]}" train.py -m "$@" || [ $? -eq 1 ]; }
 COMMON=(data=digits model=mlp trainer.max_epochs=5 hydra.sweeper.n_trials=27)
 WD_DROPOUT_RANDOM=('optimizer.weight_decay=tag(log, interval(1e-6, 1e-1))' 'reg.dropout=interval(0.0, 0.6)')
 # 3 values per dimension at the centres of three equal cells of the same ranges (log scale for lr and wd).
@@ -23,9 +26,9 @@ for setting in ${SETTINGS:-rvg rvg-sgd}; do
       lr_random='optimizer.lr=tag(log, interval(1e-3, 10))'
       lr_grid='optimizer.lr=choice(4.64e-3, 0.1, 4.64)'
     fi
-    $PY train.py -m hparams_search=random "${COMMON[@]}" "${extra[@]}" seed=$s hydra.sweeper.seed=$s \
+    search hparams_search=random "${COMMON[@]}" "${extra[@]}" seed=$s hydra.sweeper.seed=$s \
       hydra.sweeper.study_name=$setting-random-s$s "$lr_random" "${WD_DROPOUT_RANDOM[@]}"
-    $PY train.py -m hparams_search=grid "${COMMON[@]}" "${extra[@]}" seed=$s hydra.sweeper.seed=$s \
+    search hparams_search=grid "${COMMON[@]}" "${extra[@]}" seed=$s hydra.sweeper.seed=$s \
       hydra.sweeper.study_name=$setting-grid-s$s "$lr_grid" "${WD_DROPOUT_GRID[@]}"
   done
 done
