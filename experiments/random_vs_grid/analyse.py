@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     studies = load_all(args.searches, args.prefix)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    figure = args.out_dir / ("best_vs_trials.png" if args.prefix == "rvg" else f"best_vs_trials_{args.prefix}.png")
+    suffix = args.prefix.removeprefix("rvg").strip("-")  # rvg -> best_vs_trials.png, rvg-sgd -> ..._sgd.png
+    figure = args.out_dir / (f"best_vs_trials_{suffix}.png" if suffix else "best_vs_trials.png")
     draw(studies, figure, TITLES.get(args.prefix, args.prefix))
     generated = report(studies, args.budgets, args.searches)
     write_results(args.out_dir / "results.md", generated, args.prefix)

@@ -24,7 +24,7 @@ for setting in ${SETTINGS:-rvg rvg-sgd}; do
     else
       extra=(optimizer=sgd)
       lr_random='optimizer.lr=tag(log, interval(1e-3, 10))'
-      lr_grid='optimizer.lr=choice(4.64e-3, 0.1, 4.64)'
+      lr_grid='optimizer.lr=choice(4.64e-3, 0.1, 2.15)'
     fi
     search hparams_search=random "${COMMON[@]}" "${extra[@]}" seed=$s hydra.sweeper.seed=$s \
       hydra.sweeper.study_name=$setting-random-s$s "$lr_random" "${WD_DROPOUT_RANDOM[@]}"
