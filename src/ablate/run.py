@@ -23,7 +23,8 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.config_checks import check_config, check_optimization, optimizer_stepping
+from ablate.cli import hydra_overrides
+from ablate.config_checks import check_optimization, optimizer_stepping
 from ablate.data.augment import build_augment
 from ablate.errors import AblateError, ConfigError, DivergedError
 from ablate.models.init import apply_init
@@ -32,17 +33,7 @@ from ablate.profiling import NullProfiler
 from ablate.regularization import StepRegularizers, apply_dropconnect, check_reg, model_kwargs
 from ablate.results import RunRecord
 from ablate.schema import AugmentConfig, InitConfig, RegConfig
-
-
-def hydra_overrides() -> tuple[list[str], bool]:
-    """The command-line overrides of this job and whether it is part of a multirun (empty outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return [], False
-    hydra_cfg = HydraConfig.get()
-    return list(hydra_cfg.overrides.task), hydra_cfg.mode == RunMode.MULTIRUN
+from ablate.validate import effective_seed, validate
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -104,14 +95,19 @@ def train(
     cfg: DictConfig, record: RunRecord | None = None, extra_callbacks: Sequence[L.Callback] = ()
 ) -> dict[str, Any]:
     """Train (and test) one configuration. Raises AblateError subclasses for anything the user can fix."""
-    check_config(cfg)
+    config_warnings = validate(cfg)  # train.py ran it before importing torch; this covers direct callers
+    seed = effective_seed(cfg.seed)
+    if record is not None and config_warnings:
+        record.update(warnings=config_warnings)
+    if record is not None and seed != cfg.seed:
+        record.update(effective_seed=seed)  # any integer is a seed; this one is what numpy/torch received
     reg, aug_cfg, init_cfg = _typed(cfg.reg, RegConfig), _typed(cfg.aug, AugmentConfig), _typed(cfg.init, InitConfig)
     check_reg(reg)
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))  # process-wide; no effect on GPU arithmetic
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    L.seed_everything(seed, workers=True, verbose=False)
 
     datamodule = _instantiate(cfg.data, "data")
-    datamodule.shuffle_seed = int(cfg.seed)
+    datamodule.shuffle_seed = seed
     datamodule.prepare()
     model = _instantiate(
         cfg.model,
@@ -145,7 +141,7 @@ def train(
         scheduler=scheduler,
         mean=datamodule.mean,
         std=datamodule.std,
-        seed=int(cfg.seed),
+        seed=seed,
         decay_bias_and_norm=bool(cfg.decay_bias_and_norm),
         label_smoothing=reg.label_smoothing,
         channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3,
