@@ -110,6 +110,7 @@ FUZZ: list[tuple[list[str], str]] = [
     (["callbacks=early_stopping", "trainer.limit_val_batches=0"], "needs a validation split"),
     (["callbacks=early_stopping", "callbacks.early_stopping.mode=max"], "callbacks.early_stopping.mode=max contra"),
     (["callbacks.model_checkpoint.mode=min"], "callbacks.model_checkpoint.mode=min contradicts monitor val/acc"),
+    (["callbacks.model_checkpoint.monitor=val/f1"], "callbacks.model_checkpoint.monitor must be one of val/loss"),
     (["callbacks=early_stopping", "callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience must"),
     # run keys
     (["seed=abc"], "seed must be an integer, got 'abc'; e.g. seed=1"),
@@ -138,6 +139,8 @@ FUZZ: list[tuple[list[str], str]] = [
     (["~optimizer.foo"], "'optimizer.foo' does not exist"),
     (["+experiment=nope"], "experiment=nope is not an option of experiment"),
     (["reg.nothing=1"], "reg.nothing is not a key of the config"),
+    (["optimizer.lr=1e-3,1e-2"], "Ambiguous value for argument 'optimizer.lr=1e-3,1e-2'; 1. To use it as a list"),
+    (["optimizer.lr=1", "optimizer.lr=2", "optimizer.lr=abc"], "optimizer.lr must be a positive number, got 'abc'"),
 ]
 
 
@@ -322,10 +325,14 @@ def test_cli_bad_input_exits_2_with_one_error_line(overrides, expected, writes_r
 @pytest.mark.slow
 def test_bad_job_in_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", *FAST, "optimizer.lr=abc,0.01", f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = run_cli(["-m", *FAST, "optimizer.lr=abc,-1", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert "Traceback" not in proc.stderr
-    assert read_results(sweep / "0")["status"] == "failed"
-    assert read_results(sweep / "1")["status"] == "completed"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: optimizer.lr must be a positive number, got 'abc'; e.g. optimizer.lr=0.01",
+        "error: optimizer.lr must be a positive number, got -1; e.g. optimizer.lr=0.01",
+    ]
+    assert [read_results(sweep / job)["status"] for job in ("0", "1")] == ["failed", "failed"]
 
 
 def test_hydra_full_error_keeps_hydras_own_output(tmp_path):
@@ -334,3 +341,11 @@ def test_hydra_full_error_keeps_hydras_own_output(tmp_path):
         [sys.executable, str(REPO / "train.py"), "optimizer=adm"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "Could not find 'optimizer/adm'" in proc.stderr
+
+
+def test_a_seed_beyond_numpys_range_trains_like_its_folded_seed(make_cfg):
+    from ablate.run import train
+
+    big = train(make_cfg(f"seed={2**32 + 7}", "model=mlp", "model.width=32", subdir="big"))
+    folded = train(make_cfg("seed=7", "model=mlp", "model.width=32", subdir="folded"))
+    assert big["metrics"] == folded["metrics"]

@@ -144,6 +144,8 @@ def hydra_error_line(err: BaseException) -> str:
         key = getattr(err, "full_key", None) or "a value"
         return f"{key} cannot be resolved ({lines[0] if lines else type(err).__name__}); fix or remove the ${{...}}"
     what = " ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+    if "Ambiguous value" in what:  # Hydra's text already lists the three fixes
+        return what.replace(" 1. ", "; 1. ", 1)
     return (
         f"{what}{f' ({cause_line})' if cause_line else ''}; check the override against python train.py --cfg job "
         "(keys) and --help (options)"

@@ -44,7 +44,8 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         cause = err.__cause__ or err
         if isinstance(cause, AblateError):
             raise cause from None
-        message = str(cause).splitlines()[-1] if str(cause) else type(cause).__name__
+        lines = [line.strip() for line in str(cause).splitlines() if not line.strip().startswith("full_key:")]
+        message = " ".join(line for line in lines if line) or type(cause).__name__
         raise ConfigError(f"cannot build {what}: {message}; check `{what}` (python train.py --help)") from err
 
 

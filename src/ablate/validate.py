@@ -29,7 +29,9 @@ from ablate.errors import ConfigError
 from ablate.schema import AugmentConfig
 
 SEED_MODULUS = 2**32  # numpy / Lightning / scikit-learn seeds live in [0, 2**32)
+# What the module logs per epoch and a scheduler or callback may monitor; extend it with any new logged metric.
 METRICS = ("val/loss", "val/acc", "train/loss", "train/acc")
+MONITORABLE = (*METRICS, "val/acc_best")
 LBFGS = "torch.optim.LBFGS"
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
 
@@ -202,7 +204,7 @@ RULES: dict[str, Rule] = {
     "trainer.use_distributed_sampler": flag(False),
     "trainer.accelerator": Rule(str, "cpu"),
     # callbacks
-    "callbacks.*.monitor": Rule(str, "val/loss", nullable=True),
+    "callbacks.*.monitor": choice(*MONITORABLE, nullable=True),
     "callbacks.*.mode": choice("min", "max"),
     "callbacks.*.patience": integer(3, low=0),
     "callbacks.*.min_delta": number(0.0, low=0),
