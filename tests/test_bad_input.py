@@ -58,10 +58,13 @@ FUZZ: list[tuple[list[str], str]] = [
     (["trainer.accumulate_grad_batches=1.5"], "trainer.accumulate_grad_batches must be an integer >= 1"),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val must be a number >= 0 or null, got -1"),
     (["trainer.gradient_clip_algorithm=l2"], "trainer.gradient_clip_algorithm must be one of norm, value"),
-    (["trainer.limit_train_batches=-0.5"], "trainer.limit_train_batches must be a number >= 0"),
+    (["trainer.limit_test_batches=-0.5"], "trainer.limit_test_batches must be a number >= 0"),
     (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch must be an integer >= 1"),
     (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps must be an integer >= 1"),
     (["trainer.enable_progress_bar=maybe"], "trainer.enable_progress_bar must be true or false"),
+    (["trainer.limit_train_batches=0"], "trainer.limit_train_batches must be a positive number or null, got 0"),
+    (["trainer.limit_val_batches=1.5"], "trainer.limit_val_batches must be a fraction in [0, 1] or a whole number"),
+    (["scheduler=cyclic", "optimizer.lr=0.00001"], "scheduler.fn.base_lr=0.0001 must be below scheduler.fn.max_lr"),
     # data
     (["data.batch_size=[1,2]"], "data.batch_size must be an integer >= 1, got [1, 2]; e.g. data.batch_size=128"),
     (["data.batch_size=0"], "data.batch_size must be an integer >= 1, got 0"),
@@ -254,6 +257,8 @@ def test_any_integer_is_a_seed_folded_into_numpy_range():
         (["data.val_size=3"], "a stratified split needs between 10 and 310"),
         (["data.val_size=0.001"], "data.val_size=0.001 gives 0 of 320"),
         (["data.num_folds=1000"], "data.num_folds=1000 is more than the 32 samples of the largest class"),
+        (["data.train_subset=250"], "data.train_subset=250 must be between 10 and 246 for the 256 training images"),
+        (["data.train_subset=5"], "data.train_subset=5 must be between 10 and 246"),
     ],
 )
 def test_split_sizes_that_do_not_fit_the_data(overrides, expected, tmp_path):

@@ -198,7 +198,8 @@ RULES: dict[str, Rule] = {
     "trainer.check_val_every_n_epoch": integer(1, low=1, nullable=True),
     "trainer.num_sanity_val_steps": integer(2, low=0, extra=(-1,)),
     "trainer.log_every_n_steps": integer(50, low=1),
-    "trainer.limit_*_batches": number(0.5, low=0, nullable=True),  # a fraction (float) or a batch count (int)
+    "trainer.limit_train_batches": positive(0.5, nullable=True),  # a fraction (float) or a batch count (int)
+    "trainer.limit_*_batches": number(0.5, low=0, nullable=True),  # 0 turns validation / test off
     "trainer.enable_*": flag(),
     "trainer.sync_batchnorm": flag(),
     "trainer.use_distributed_sampler": flag(False),
@@ -424,6 +425,17 @@ def _check_combinations(cfg: dict[str, Any]) -> list[str]:
                 f"{mode_key}={mode} contradicts monitor {monitor} (lower loss / higher acc is better); "
                 f"use {mode_key}={wanted}"
             )
+    for key, value in trainer.items():
+        if key.startswith("limit_") and isinstance(value, float) and value > 1:
+            raise ConfigError(
+                f"trainer.{key} must be a fraction in [0, 1] or a whole number of batches, got {value}; "
+                f"e.g. trainer.{key}=0.5"
+            )
+    if fn.get("base_lr") is not None and fn.get("max_lr") is not None and not fn["base_lr"] < fn["max_lr"]:
+        raise ConfigError(
+            f"scheduler.fn.base_lr={fn['base_lr']} must be below scheduler.fn.max_lr={fn['max_lr']} (the peak, "
+            "optimizer.lr by default); lower scheduler.fn.base_lr or raise optimizer.lr"
+        )
     if optimizer.get("nesterov") and not optimizer.get("momentum"):
         raise ConfigError("optimizer.nesterov=true needs optimizer.momentum > 0; e.g. optimizer.momentum=0.9")
     return _lbfgs_warnings(optimizer, reg, cfg.get("aug") or {}, cfg.get("model") or {})

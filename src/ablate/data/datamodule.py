@@ -99,9 +99,11 @@ class DataModule(L.LightningDataModule):
         self._check_sizes(raw)
         train_idx, val_idx = stratified_split(raw.y_train, self.val_size, self.num_folds, self.fold, self.split_seed)
         if self.train_subset:
-            if self.train_subset >= len(train_idx):
+            classes = self.num_classes
+            if not classes <= self.train_subset <= len(train_idx) - classes:  # stratified: each class on both sides
                 raise ConfigError(
-                    f"data.train_subset={self.train_subset} is not smaller than the {len(train_idx)} training images"
+                    f"data.train_subset={self.train_subset} must be between {classes} and {len(train_idx) - classes} "
+                    f"for the {len(train_idx)} training images (0 = all); e.g. data.train_subset={len(train_idx) // 2}"
                 )
             # A seeded, stratified subset of the training part (for small-data ablations); val is unchanged.
             keep, _ = stratified_split(raw.y_train[train_idx], len(train_idx) - self.train_subset, seed=self.split_seed)
