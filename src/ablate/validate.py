@@ -205,13 +205,16 @@ RULES: dict[str, Rule] = {
     "trainer.use_distributed_sampler": flag(False),
     "trainer.accelerator": Rule(str, "cpu"),
     # callbacks
-    "callbacks.*.monitor": choice(*MONITORABLE, nullable=True),
-    "callbacks.*.mode": choice("min", "max"),
-    "callbacks.*.patience": integer(3, low=0),
-    "callbacks.*.min_delta": number(0.0, low=0),
-    "callbacks.*.save_top_k": integer(1, low=0, extra=(-1,)),
-    "callbacks.*.save_last": flag(),
-    "callbacks.*.refresh_rate": integer(25, low=0),
+    # callbacks (Lightning's names; other callbacks' keys are checked by their constructors)
+    "callbacks.early_stopping.monitor": choice(*MONITORABLE),
+    "callbacks.model_checkpoint.monitor": choice(*MONITORABLE, nullable=True),
+    "callbacks.early_stopping.mode": choice("min", "max"),
+    "callbacks.model_checkpoint.mode": choice("min", "max"),
+    "callbacks.early_stopping.patience": integer(3, low=0),
+    "callbacks.early_stopping.min_delta": number(0.0, low=0),
+    "callbacks.model_checkpoint.save_top_k": integer(1, low=0, extra=(-1,)),
+    "callbacks.model_checkpoint.save_last": flag(),
+    "callbacks.progress_bar.refresh_rate": integer(25, low=0),
 }
 
 
