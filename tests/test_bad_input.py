@@ -78,6 +78,7 @@ FUZZ: list[tuple[list[str], str]] = [
     (["data.num_folds=5", "data.fold=5"], "data.fold must be in [0, 5), got 5"),
     (["data.fold=-1"], "data.fold must be an integer >= 0"),
     (["data.train_subset=-5"], "data.train_subset must be an integer >= 0"),
+    (["data.bootstrap_seed=-1"], "data.bootstrap_seed must be an integer >= 0 or null, got -1"),
     (["data.synthetic.num_classes=1"], "data.synthetic.num_classes must be an integer >= 2 (a classifier needs two"),
     (["data.download=maybe"], "data.download must be true or false, got 'maybe'"),
     # model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -36,10 +37,15 @@ def test_wandb_runs_offline_and_writes_run_files(make_cfg, monkeypatch):
     import wandb
 
     wandb.finish()
-    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    (run_file,) = runs[0].glob("run-*.wandb")
-    records = run_file.read_bytes()  # the offline record log that `wandb sync` uploads
+    # W&B's service process flushes the offline log asynchronously: on a loaded machine the records can land a few
+    # seconds after finish() returns, so wait for them (bounded) instead of reading once.
+    records, deadline = b"", time.monotonic() + 60
+    while b"ablate.models.ConvNet" not in records and time.monotonic() < deadline:
+        time.sleep(0.5)
+        runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+        assert len(runs) <= 1
+        run_files = list(runs[0].glob("run-*.wandb")) if runs else []
+        records = run_files[0].read_bytes() if run_files else b""  # the offline record log that `wandb sync` uploads
     assert b"ablate.models.ConvNet" in records and b"${" not in records  # resolved config reached W&B
 
 

@@ -98,4 +98,7 @@ def test_ddp_cpu_trains_on_disjoint_shards_and_reduces_metrics(tmp_path):
     with torch.no_grad():
         acc = (model(x).argmax(1) == dm.y_test).float().mean().item()
     assert results["metrics"]["test/acc"] == pytest.approx(acc, abs=1e-6)
+    # Uneven shards (102 + 101 test images) gathered for the extended metrics: NLL over all 203 = the summed loss.
+    assert results["metrics"]["test/nll"] == pytest.approx(results["metrics"]["test/loss"], rel=1e-4)
+    assert len(results["metrics_per_class"]["test/acc"]) == dm.num_classes
     assert not (Path(run_dir) / "results.json.tmp").exists()

@@ -1,38 +1,297 @@
-"""ablate.table: results.json files -> mean ± std per setting, seeds pooled, failures counted not averaged."""
+"""ablate.table: results.json files -> rows per setting (typed names, pooled seeds/folds, runs counted by status),
+Welch verdicts, a paper's reference numbers, Markdown / CSV / LaTeX, bar chart and curves. Fake runs, no training."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
+from ablate.report import build, load_runs
+from ablate.report.render import latex_escape
 from ablate.table import main
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-def write_run(root, name, overrides, status="completed", train=1.0, test=0.9):
+
+def write_run(root, name, overrides, status="completed", seed=None, history=None, **metrics):
     run = root / name
     run.mkdir(parents=True)
-    metrics = {"train/acc": train, "test/acc": test} if status == "completed" else {}
-    (run / "results.json").write_text(json.dumps({"status": status, "overrides": overrides, "metrics": metrics}))
+    data = {"status": status, "overrides": overrides, "seed": seed, "metrics": metrics}
+    data.update(metrics.pop("_extra", {}))
+    (run / "results.json").write_text(json.dumps(data))
+    if history:
+        lines = ["epoch,train/loss,train/acc,val/loss,val/acc,lr,time"]
+        lines += [f"{e},{1 / (e + 1)},{a},{1.2 / (e + 1)},{a - 0.05},0.1,{e + 1.0}" for e, a in enumerate(history)]
+        (run / "history.csv").write_text("\n".join(lines) + "\n")
+    return run
 
 
-def test_table_pools_seeds_and_marks_rows_against_the_baseline(tmp_path, capsys):
-    write_run(tmp_path, "a0", ["reg=none", "seed=0"], test=0.80)
-    write_run(tmp_path, "a1", ["reg=none", "seed=1"], test=0.82)
-    write_run(tmp_path, "b0", ["reg=dropout", "seed=0"], test=0.90)
-    write_run(tmp_path, "b1", ["reg=dropout", "seed=1"], test=0.92)
-    write_run(tmp_path, "c0", ["reg=l2", "seed=0"], test=0.81)
-    write_run(tmp_path, "c1", ["reg=l2", "seed=1"], status="diverged")
-    main([str(tmp_path), "--baseline", "reg=none", "--out", str(tmp_path / "t.md")])
-    out = capsys.readouterr().out
-    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| reg=")}
-    assert "81.00 ± 1.41" in rows["reg=none"] and "baseline" in rows["reg=none"]
-    assert "91.00 ± 1.41" in rows["reg=dropout"] and "better" in rows["reg=dropout"]
-    assert "1 (+1 not completed)" in rows["reg=l2"] and "within spread" in rows["reg=l2"]
-    assert "9.00 ± 1.41" in rows["reg=dropout"]  # gap = train - test
+def table(capsys, *args):
+    main([str(a) for a in args])
+    return capsys.readouterr().out
+
+
+def md_rows(out):
+    """setting -> cells of a Markdown table (header and rule lines left out)."""
+    lines = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0].strip(): [c.strip() for c in cells] for cells in lines if cells[0].strip() != "setting"}
+
+
+def error_of(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """reg=none vs reg=dropout (3 seeds each), reg=l2 with one completed run, a failed, a diverged run and a killed
+    one; a test loss beside the accuracies."""
+    root = tmp_path / "sweep"
+    for s, (a, b) in enumerate([(0.80, 0.90), (0.82, 0.92), (0.81, 0.91)]):
+        write_run(root, f"n{s}", ["reg=none", f"seed={s}"], **{"train/acc": 0.95, "test/acc": a, "test/loss": 0.61})
+        write_run(root, f"d{s}", ["reg=dropout", f"seed={s}"], **{"train/acc": 0.93, "test/acc": b, "test/loss": 0.3})
+    write_run(root, "l0", ["reg=l2", "seed=0"], **{"train/acc": 0.9, "test/acc": 0.85, "test/loss": 0.5})
+    write_run(root, "l1", ["reg=l2", "seed=1"], status="diverged")
+    write_run(root, "l2", ["reg=l2", "seed=2"], status="failed")
+    write_run(root, "l3", ["reg=l2", "seed=3"], status="interrupted")
+    return root
+
+
+def test_rows_pool_seeds_with_units_only_accuracies_in_percent(sweep, capsys, tmp_path):
+    out = table(capsys, sweep, "--metrics", "test/acc", "test/loss", "gap", "--out", tmp_path / "t.md")
+    head = out.splitlines()[0]
+    assert "accuracies in %" in head and "mean ± std over seed" in head
+    assert "| setting | n | test/acc (%) | test/loss | gap (%) |" in out
+    rows = md_rows(out)
+    assert rows["reg=none"][1:5] == ["3", "81.00 ± 1.00", "0.6100 ± 0.0000", "14.00 ± 1.00"]  # loss not x100
+    assert rows["reg=dropout"][2] == "91.00 ± 1.00"
+    # n = 1: the value, no "± 0.00"; the runs that did not complete are counted by status, never averaged in.
+    assert rows["reg=l2"][1:3] == ["1", "85.00"] and rows["reg=l2"][5] == "1 failed, 1 diverged, 1 interrupted"
     assert (tmp_path / "t.md").read_text().startswith("| setting |")
 
 
-def test_table_without_results_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match=r"no results\.json under"):
-        main([str(tmp_path)])
+def test_welch_verdicts_match_a_hand_computed_statistic(sweep, capsys):
+    out = table(capsys, sweep, "--baseline", "reg=none", "--metrics", "test/acc", "test/loss")
+    assert "Welch's t-test on test/acc, alpha = 0.05" in out.splitlines()[0]
+    rows = md_rows(out)
+    # By hand: means 0.91 vs 0.81, both sample sd 0.01, n = 3: t = 0.1 / sqrt(2 * 0.01**2 / 3) = 12.247,
+    # Welch-Satterthwaite df = 4, two-sided p = 2 * t_4.sf(12.247).
+    t = 0.1 / math.sqrt(2 * 0.01**2 / 3)
+    from scipy.stats import t as student_t
+
+    p = 2 * student_t.sf(t, 4)
+    assert rows["reg=dropout"][-2:] == ["better", f"{p:.3g}"]
+    assert rows["reg=none"][-2:] == ["baseline", "-"]
+    assert rows["reg=l2"][-2:] == ["-", "-"]  # n = 1: no test, no verdict
+    out = table(capsys, sweep, "--baseline", "reg=none", "--metrics", "test/acc", "--format", "csv")
+    csv_rows = {r["setting"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert float(csv_rows["reg=dropout"]["t"]) == pytest.approx(t, rel=1e-9)
+    assert float(csv_rows["reg=dropout"]["p_value"]) == pytest.approx(p, rel=1e-9)
+    # A stricter level turns the same difference into "n.s."; a loss is better when lower.
+    assert md_rows(table(capsys, sweep, "--baseline", "reg=none", "--alpha", "1e-6"))["reg=dropout"][-2] == "n.s."
+    by_loss = ["--baseline", "reg=none", "--metrics", "test/loss", "--baseline-metric", "test/loss"]
+    loss_out = table(capsys, sweep, *by_loss)
+    assert "vs baseline (test/loss)" in loss_out
+    assert md_rows(loss_out)["reg=dropout"][-2:] == ["-", "-"]  # both sides constant, means differ: undefined
+    write_run(sweep, "d9", ["reg=dropout", "seed=9"], **{"train/acc": 0.9, "test/acc": 0.9, "test/loss": 0.32})
+    assert md_rows(table(capsys, sweep, *by_loss))["reg=dropout"][-2] == "better"  # lower loss
+
+
+def test_settings_are_named_as_typed_and_found_by_value(tmp_path, capsys):
+    # Hydra's sweeper hands each job `optimizer.lr=1000000000.0`; multirun.yaml keeps what the user typed.
+    root = tmp_path / "sweep"
+    root.mkdir()
+    (root / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - optimizer.lr=1e9,1e-3\n    - seed=0,1\n"
+    )
+    for i, (lr, seed) in enumerate([("1000000000.0", 0), ("1000000000.0", 1), ("0.001", 0), ("0.001", 1)]):
+        write_run(root, str(i), [f"optimizer.lr={lr}", f"seed={seed}"], **{"test/acc": 0.1 + 0.7 * (lr == "0.001")})
+    rows = md_rows(table(capsys, root, "--metrics", "test/acc", "--baseline", "optimizer.lr=1e-3"))
+    assert set(rows) == {"optimizer.lr=1e9", "optimizer.lr=1e-3"}
+    assert rows["optimizer.lr=1e-3"][-2] == "baseline"
+    # Without multirun.yaml (a single run, or a copied folder) the baseline is still found by its value.
+    (root / "multirun.yaml").unlink()
+    rows = md_rows(table(capsys, root, "--metrics", "test/acc", "--baseline", "optimizer.lr=1e9"))
+    assert rows["optimizer.lr=1000000000.0"][-2] == "baseline"
+
+
+def test_resumed_and_killed_runs_are_counted_once(tmp_path, capsys):
+    root = tmp_path / "runs"
+    now = time.time()
+    write_run(root, "a0", ["reg=none", "seed=0"], **{"test/acc": 0.8})
+    # Interrupted, then resumed in its own folder: the final results.json carries the ckpt_path override.
+    write_run(root, "a1", ["reg=none", "seed=1", f"ckpt_path={root}/a1/checkpoints/last.ckpt"], **{"test/acc": 0.82})
+    # Interrupted, resumed into a new folder: the new run replaces the old one.
+    write_run(root, "a2", ["reg=none", "seed=2"], status="interrupted")
+    write_run(root, "a2r", ["reg=none", "seed=2", f"ckpt_path={root}/a2/checkpoints/last.ckpt"], **{"test/acc": 0.84})
+    # kill -9 leaves "running": a stale heartbeat means interrupted, a fresh one running, none: unknown (running).
+    stale = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now - 3600))
+    write_run(root, "b0", ["reg=none", "seed=3"], status="running", _extra={"heartbeat_at": stale})
+    write_run(root, "b1", ["reg=none", "seed=4"], status="running", _extra={"heartbeat_at": now - 5})
+    write_run(root, "b2", ["reg=none", "seed=5"], status="running")
+    write_run(root, "b3", ["reg=none", "seed=6"], status="failed", _extra={"error": "interrupted"})
+    write_run(
+        root, "c0", ["reg=l2", "seed=0", "trainer.enable_progress_bar=false", "paths.log_dir=x"], **{"test/acc": 0.7}
+    )
+    out = table(capsys, root, "--metrics", "test/acc", "--format", "csv")
+    rows = {r["setting"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert set(rows) == {"reg=none", "reg=l2"}  # no ckpt_path, progress-bar or paths "settings"
+    none = rows["reg=none"]
+    assert (none["n"], none["n_interrupted"], none["n_running"], none["n_failed"]) == ("3", "2", "2", "0")
+    assert float(none["test/acc_mean"]) == pytest.approx(0.82)
+
+
+def test_over_pools_folds_into_one_row_per_setting(tmp_path, capsys):
+    root = tmp_path / "cv"
+    for fold in range(3):
+        for seed in range(2):
+            for model, acc in (("mlp", 0.8), ("convnet", 0.9)):
+                over = [f"model={model}", "data.num_folds=3", f"data.fold={fold}", f"seed={seed}"]
+                write_run(root, f"{model}{fold}{seed}", over, **{"val/acc": acc + 0.01 * fold})
+    rows = md_rows(table(capsys, root, "--metrics", "val/acc", "--over", "seed,fold"))
+    assert set(rows) == {"model=mlp", "model=convnet"}
+    assert rows["model=convnet"][1:3] == ["6", "91.00 ± 0.89"]
+    assert "mean ± std over seed, fold" in table(capsys, root, "--metrics", "val/acc", "--over", "seed,fold")
+    assert len(md_rows(table(capsys, root, "--metrics", "val/acc"))) == 6  # default: only seeds pooled
+
+
+def test_unknown_names_are_one_line_errors_listing_what_exists(sweep, capsys, tmp_path):
+    err = error_of(capsys, sweep, "--metrics", "test/accuracy")
+    assert "unknown metric test/accuracy" in err and "test/acc, test/loss, train/acc, gap" in err
+    err = error_of(capsys, sweep, "--over", "seed,fold")
+    assert "unknown grouping key fold" in err and "reg, seed" in err
+    assert "settings: reg=dropout; reg=l2; reg=none" in error_of(capsys, sweep, "--baseline", "reg=l3")
+    assert "no results.json under" in error_of(capsys, tmp_path / "empty")
+
+
+def test_reference_numbers_are_joined_with_the_difference(sweep, capsys, tmp_path):
+    ref = tmp_path / "reference.yaml"
+    ref.write_text(
+        'source: "Srivastava et al. 2014, Table 9"\nmetric: test/acc\n'
+        'rows:\n  "reg=none": 0.80\n  "reg=dropout": {test/acc: 0.93, test/loss: 0.25}\n  "reg=maxout": 0.95\n'
+    )
+    main([str(sweep), "--metrics", "test/acc", "test/loss", "--reference", str(ref)])
+    captured = capsys.readouterr()
+    assert "reference: Srivastava et al. 2014, Table 9" in captured.out
+    assert "reference rows without runs: reg=maxout" in captured.err
+    assert "| ref test/acc (%) | Δ test/acc | ref test/loss | Δ test/loss |" in captured.out
+    rows = md_rows(captured.out)
+    assert rows["reg=none"][4:8] == ["80.00", "+1.00", "-", "-"]
+    assert rows["reg=dropout"][4:8] == ["93.00", "-2.00", "0.2500", "+0.0500"]
+    # The list form with `setting:` means the same; accuracies given in % are refused.
+    ref.write_text("rows:\n  - setting: reg=dropout\n    test/acc: 0.93\n")
+    rows = list(
+        csv.DictReader(
+            io.StringIO(table(capsys, sweep, "--metrics", "test/acc", "--format", "csv", "--reference", ref))
+        )
+    )
+    dropout = next(r for r in rows if r["setting"] == "reg=dropout")
+    assert float(dropout["test/acc_diff"]) == pytest.approx(0.91 - 0.93)
+    ref.write_text("rows:\n  reg=none: 80.0\n")
+    assert "write accuracies as fractions" in error_of(capsys, sweep, "--reference", ref)
+
+
+def test_csv_is_one_column_per_statistic_and_nothing_else(sweep, capsys):
+    out = table(capsys, sweep, "--metrics", "test/acc", "test/loss", "--format", "csv", "--baseline", "reg=none")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == [
+        "setting",
+        "n",
+        "n_failed",
+        "n_diverged",
+        "n_interrupted",
+        "n_running",
+        "test/acc_mean",
+        "test/acc_std",
+        "test/acc_n",
+        "test/loss_mean",
+        "test/loss_std",
+        "test/loss_n",
+        "vs_baseline",
+        "t",
+        "p_value",
+    ]
+    by = {r["setting"]: r for r in rows}
+    assert float(by["reg=none"]["test/acc_mean"]) == pytest.approx(0.81)  # raw fractions, as in results.json
+    assert float(by["reg=none"]["test/acc_std"]) == pytest.approx(0.01)
+    assert by["reg=l2"]["test/acc_std"] == "" and by["reg=l2"]["test/acc_n"] == "1" and by["reg=l2"]["n_failed"] == "1"
+    assert len(out.splitlines()) == 4  # header + 3 settings, no prose
+
+
+def _check_latex(tex: str, columns: int) -> None:
+    """A LaTeX-aware check: balanced braces and math, booktabs rules, escaped specials, cells per row."""
+    body = re.sub(r"\\[\\&%$#_{}]", "", tex)  # drop escaped characters
+    assert body.count("{") == body.count("}") and body.count("$") % 2 == 0
+    assert not re.search(
+        r"(?<!\\)[_%#&^~]", re.sub(r"\\(begin|end)\{tabular\}\{\w*\}|\\\\|\$[^$]*\$", "", tex).replace(" & ", " ")
+    ), tex
+    lines = tex.strip().splitlines()
+    assert lines[0] == "\\begin{tabular}{l" + "r" * (columns - 1) + "}" and lines[-1] == "\\end{tabular}"
+    assert [lines[1], lines[3], lines[-2]] == ["\\toprule", "\\midrule", "\\bottomrule"]
+    for line in [lines[2], *lines[4:-2]]:
+        assert line.endswith("\\\\") and len(re.split(r"(?<!\\)&", line)) == columns, line
+
+
+def test_latex_is_escaped_booktabs_and_compiles(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    weird = "model.name=a_b%c&d#e$f{g}~h^i\\j"
+    for s in range(2):
+        write_run(root, f"w{s}", [weird, f"seed={s}"], **{"test/acc": 0.5 + s / 10, "test/loss": 1.0})
+        write_run(root, f"p{s}", ["model.name=plain", f"seed={s}"], **{"test/acc": 0.6 + s / 10, "test/loss": 1.1})
+    tex = table(
+        capsys, root, "--format", "latex", "--metrics", "test/acc", "test/loss", "--baseline", "model.name=plain"
+    )
+    _check_latex(tex, columns=6)
+    assert latex_escape(weird) in tex and r"test/acc (\%)" in tex and r"$55.00 \pm 7.07$" in tex
+    if shutil.which("pdflatex") is None:
+        return  # the parse check above stands in for a compiler
+    doc = tmp_path / "t.tex"
+    doc.write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage[T1]{fontenc}\n"
+        f"\\begin{{document}}\n{tex}\\end{{document}}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_plot_and_curves_write_pngs(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    for s in range(2):
+        write_run(root, f"a{s}", ["reg=none", f"seed={s}"], history=[0.5, 0.7 + s / 50, 0.8], **{"test/acc": 0.8})
+        write_run(root, f"b{s}", ["reg=dropout", f"seed={s}"], history=[0.4, 0.6, 0.85 - s / 50], **{"test/acc": 0.84})
+    bars, curves = tmp_path / "figs" / "bars.png", tmp_path / "curves.png"
+    table(capsys, root, "--metrics", "test/acc", "--plot", bars, "--curves", curves)
+    for png in (bars, curves):
+        data = png.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    rows = build(load_runs(root), ["test/acc"])
+    from ablate.report.plots import curves as mean_curves
+
+    epochs, mean, std = mean_curves(rows[1], "val/acc")  # reg=none: val/acc = train/acc - 0.05 in the fake history
+    assert epochs == [0, 1, 2] and mean[1] == pytest.approx(0.66) and std[1] == pytest.approx(0.02 / math.sqrt(2))
+    assert "no history.csv with val/loss_x" in error_of(
+        capsys, root, "--curves", curves, "--curve-metric", "val/loss_x"
+    )
+
+
+def test_module_runs_as_a_command():
+    proc = subprocess.run([sys.executable, "-m", "ablate.table", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--reference" in proc.stdout and "reference.yaml" in proc.stdout

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from ablate.errors import DivergedError
+from ablate.evaluation import average_probabilities, classification_metrics
 from ablate.metrics import ClassificationStats
 from ablate.optim import build_scheduler, param_groups
 from ablate.regularization import StepRegularizers
@@ -76,6 +77,8 @@ class ClassifierModule(L.LightningModule):
         self.register_buffer("std", std.float().reshape(shape))
         self.register_buffer("val_acc_best", torch.zeros(()))
         self.train_stats, self.val_stats, self.test_stats = (ClassificationStats() for _ in range(3))
+        self._test_outputs: list[Batch] = []  # (probabilities, targets) per test batch, scored at epoch end
+        self.test_per_class: dict[str, list[float]] = {}
         # A dict, so the hot path never goes through nn.Module.__setattr__.
         self._step_state = {"last_batch": -1, "plain_backward": False}
         if channels_last:
@@ -103,6 +106,12 @@ class ClassifierModule(L.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, labels
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> model input on the module's device, never augmented: for evaluation outside a trainer loop
+        (ensembles, averaged weights, evaluate.py). Same arithmetic as ``on_after_batch_transfer`` for eval batches."""
+        x = (images.to(self.mean.device).float().div_(255) - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- training ------------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -205,19 +214,22 @@ class ClassifierModule(L.LightningModule):
         scheduler.step(metrics[self.scheduler_monitor.removeprefix(f"{stage}/")])  # names checked in ablate.validate
 
     # -- evaluation ----------------------------------------------------------------------------------------------
-    def _eval_step(self, batch: Batch, stats: ClassificationStats) -> None:
+    def _eval_step(self, batch: Batch, stats: ClassificationStats) -> torch.Tensor:
         x, targets = batch
         if self.eval_repeats > 1:  # stochastic layers (FMP): average the predicted probabilities of R passes
-            probs = torch.stack([self.model(x).softmax(dim=1) for _ in range(self.eval_repeats)]).mean(0)
+            probs = average_probabilities([self.model(x).softmax(dim=1) for _ in range(self.eval_repeats)])
             logits = probs.clamp_min(1e-12).log()
         else:
             logits = self.model(x)
         stats.accumulate(logits, targets, F.cross_entropy(logits, targets))
+        return logits
 
     def on_validation_epoch_start(self) -> None:
         self.val_stats.reset()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        # Validation stays on the lean counters: it runs every epoch and feeds checkpointing and early stopping, and
+        # val/loss already is the validation NLL. The extended metrics (top-5, ECE, per class) are the test loop's.
         self._eval_step(batch, self.val_stats)
 
     def on_validation_epoch_end(self) -> None:
@@ -232,18 +244,42 @@ class ClassifierModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_stats.reset()
+        self._test_outputs, self.test_per_class = [], {}
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_stats)
+        logits = self._eval_step(batch, self.test_stats)
+        # Kept on the device until epoch end: the whole split's probabilities (N x C) are small next to the data.
+        self._test_outputs.append((logits.float().softmax(dim=1), batch[1]))
 
     def on_test_epoch_end(self) -> None:
-        self._log_stats("test", self.test_stats)
+        """test/loss from the lean counters; test/acc, acc_top5, nll, ece (and per class) from ablate.evaluation."""
+        loss = self._reduced_stats(self.test_stats)["loss"]
+        if not self._test_outputs:  # no test batch on this rank (e.g. limit_test_batches=0)
+            return
+        probs = torch.cat([p for p, _ in self._test_outputs])
+        targets = torch.cat([t for _, t in self._test_outputs])
+        self._test_outputs = []
+        if self.trainer.world_size > 1:  # each rank holds a disjoint shard: score the whole split on every rank
+            probs, targets = self._gather_uneven(probs), self._gather_uneven(targets)
+        metrics = classification_metrics(probs, targets, probs.shape[1])
+        self.test_per_class = {"test/acc": metrics.pop("acc_per_class")}
+        self.log_dict({"test/loss": loss, **{f"test/{k}": v for k, v in metrics.items()}}, prog_bar=True)
 
-    def _log_stats(self, stage: str, stats: ClassificationStats) -> dict[str, float]:
+    def _gather_uneven(self, t: torch.Tensor) -> torch.Tensor:
+        """All ranks' rows of ``t`` (shards may differ by a few rows: padded for all_gather, then trimmed)."""
+        sizes = self.all_gather(torch.tensor(t.shape[0], device=t.device)).flatten().tolist()
+        padded = torch.cat([t, t.new_zeros((max(sizes) - t.shape[0], *t.shape[1:]))])
+        gathered = self.all_gather(padded)
+        return torch.cat([gathered[rank, :size] for rank, size in enumerate(sizes)])
+
+    def _reduced_stats(self, stats: ClassificationStats) -> dict[str, float]:
         reduce = None
         if self.trainer.world_size > 1:
             reduce = lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")
-        metrics = stats.compute(reduce)
+        return stats.compute(reduce)
+
+    def _log_stats(self, stage: str, stats: ClassificationStats) -> dict[str, float]:
+        metrics = self._reduced_stats(stats)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage != "train")
         return metrics
 

@@ -27,6 +27,7 @@ from ablate.cli import hydra_overrides
 from ablate.config_checks import check_optimization, optimizer_stepping
 from ablate.data.augment import build_augment
 from ablate.errors import AblateError, ConfigError, DivergedError
+from ablate.history import History
 from ablate.models.init import apply_init
 from ablate.module import ClassifierModule
 from ablate.profiling import NullProfiler
@@ -64,6 +65,7 @@ def _build_callbacks(cfg: DictConfig, has_val: bool) -> list[L.Callback]:
         if not has_val:
             raise ConfigError("reg.early_stopping needs a validation split; set data.val_size > 0")
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=patience))
+    callbacks.append(History(Path(cfg.paths.output_dir) / "history.csv"))  # per-epoch table for plots
     return callbacks
 
 
@@ -87,6 +89,28 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
 
 
+def build_datamodule(cfg: DictConfig) -> Any:
+    """The run's data, loaded and split (also used by evaluate.py to rebuild a run from its checkpoint config)."""
+    datamodule = _instantiate(cfg.data, "data")
+    datamodule.shuffle_seed = effective_seed(cfg.seed)  # any integer is a seed (ablate.validate)
+    datamodule.prepare()
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: Any, reg: RegConfig, init_cfg: InitConfig) -> torch.nn.Module:
+    """The run's network with its reg-dependent layers (dropout rates, DropConnect, FMP), freshly initialised."""
+    model = _instantiate(
+        cfg.model,
+        "model",
+        input_shape=datamodule.input_shape,
+        num_classes=datamodule.num_classes,
+        **model_kwargs(cfg.model._target_, reg, cfg.model),
+    )
+    apply_init(model, init_cfg.scheme)
+    apply_dropconnect(model, reg)
+    return model
+
+
 # Lightning warnings that do not apply to in-memory loaders and per-batch normalization in the module.
 for _pattern in (".*overridden `on_after_batch_transfer`.*", ".*does not have many workers.*"):
     warnings.filterwarnings("ignore", message=_pattern)
@@ -107,18 +131,8 @@ def train(
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))  # process-wide; no effect on GPU arithmetic
     L.seed_everything(seed, workers=True, verbose=False)
 
-    datamodule = _instantiate(cfg.data, "data")
-    datamodule.shuffle_seed = seed
-    datamodule.prepare()
-    model = _instantiate(
-        cfg.model,
-        "model",
-        input_shape=datamodule.input_shape,
-        num_classes=datamodule.num_classes,
-        **model_kwargs(cfg.model._target_, reg, cfg.model),
-    )
-    apply_init(model, init_cfg.scheme)
-    apply_dropconnect(model, reg)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule, reg, init_cfg)
     if reg.input_noise:
         if aug_cfg.noise_std:
             raise ConfigError("reg.input_noise and aug.noise_std are the same technique; set only one")
@@ -190,15 +204,18 @@ def train(
         "checkpoint_best": getattr(checkpoint, "best_model_path", None) or None,
         "checkpoint_last": getattr(checkpoint, "last_model_path", None) or None,
     }
+    per_class: dict[str, list[float]] = {}
     if cfg.get("test"):
         # Early stopping means "keep the best-validation weights", whatever test_weights says.
         use_best = (cfg.get("test_weights", "best") == "best" or reg.early_stopping_patience > 0) and has_val
         test_ckpt = checkpoints["checkpoint_best"] if use_best else None
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
         metrics.update({k: v for k, v in _final_metrics(trainer).items() if k.startswith("test/")})
+        per_class = module.test_per_class  # {"test/acc": [accuracy of class 0, class 1, ...]}
     epochs = trainer.current_epoch
     summary = {
         "metrics": metrics,
+        "metrics_per_class": per_class,
         "epochs": epochs,
         "global_step": trainer.global_step,
         "fit_time_s": round(fit_time, 3),

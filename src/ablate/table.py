@@ -1,139 +1,114 @@
-"""Runs -> tables: group results.json files by their overrides (seed excluded), report mean ± std.
+"""Runs -> tables and figures: group results.json files by setting, report mean ± std over seeds (or folds).
 
     python -m ablate.table logs/multiruns/<dir> [--metrics train/acc test/acc gap] [--format md|csv|latex]
-        [--baseline "reg=none"] [--out table.md]
+        [--over seed,fold] [--baseline "reg=none"] [--baseline-metric test/acc] [--alpha 0.05]
+        [--reference experiments/<name>/reference.yaml] [--plot bars.png] [--curves curves.png] [--out table.md]
 
-``gap`` is train/acc - test/acc. Runs that did not complete are counted and listed, never averaged in.
-With --baseline, a row is marked when its test/acc mean differs from the baseline's by more than the sum of
-the two standard deviations ("beyond the seed spread").
+Rows: one per setting, named by its overrides as typed (``optimizer.lr=1e9``), minus the keys in ``--over`` (pooled;
+``fold`` matches ``data.fold``), minus overrides every run shares and keys that are not settings (``ckpt_path``,
+``hydra.*``, ``paths.*``, logging switches). Only completed runs are averaged; failed, diverged, interrupted (killed,
+or a stale heartbeat) and still-running runs are counted per row. ``gap`` is train/acc - test/acc.
+
+Units: accuracies (names with ``acc``, and gap) in %, other metrics as recorded; CSV holds raw values (fractions),
+one column per statistic (<metric>_mean, _std, _n). n = 1 has no ± and no verdict.
+
+--baseline: each row gets better / worse / n.s. from Welch's t-test (unequal variances, two-sided) of
+--baseline-metric (default: the first --metrics given, else test/acc) against the baseline row, at level --alpha.
+
+--reference: a YAML file of a paper's numbers, joined by setting, with a difference column (ours - paper):
+    source: "Huang et al. 2017, Table 1, p. 6"
+    metric: test/acc                         # the metric of bare numbers below (default test/acc)
+    rows:
+      "ensemble=snapshot": {test/acc: 0.9448}
+      "ensemble=none": 0.9312
+Accuracies as fractions, like results.json. ``rows`` may also be a list of {setting: ..., <metric>: ...}.
+
+--plot: bar chart of --plot-metric (default: the baseline metric) with ±std error bars. --curves: --curve-metric
+(default val/acc) per epoch from each run's history.csv, mean and ±std band per setting.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
+
+from ablate.errors import ConfigError
 
 DEFAULT_METRICS = ["train/acc", "test/acc", "gap"]
 
 
-def load_runs(root: Path) -> list[dict[str, Any]]:
-    runs = []
-    for path in sorted(root.rglob("results.json")):
-        data = json.loads(path.read_text())
-        data["_path"] = str(path)
-        runs.append(data)
-    return runs
-
-
-def setting(run: dict[str, Any], common: frozenset[str] = frozenset(), ignore: tuple[str, ...] = ("seed",)) -> str:
-    """The run's overrides minus the seed and minus those every run shares (they would only repeat)."""
-    overrides = [
-        o for o in run.get("overrides", []) if o.split("=", 1)[0].lstrip("+~") not in ignore and o not in common
-    ]
-    return " ".join(sorted(overrides)) or "(defaults)"
-
-
-def metric(run: dict[str, Any], name: str) -> float | None:
-    m = run.get("metrics", {})
-    if name == "gap":
-        return m["train/acc"] - m["test/acc"] if "train/acc" in m and "test/acc" in m else None
-    return m.get(name)
-
-
-def summarize(runs: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    common = (
-        frozenset.intersection(*(frozenset(r.get("overrides", [])) for r in runs)) if len(runs) > 1 else frozenset()
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ablate.table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for run in runs:
-        groups[setting(run, common)].append(run)
-    rows = []
-    for name, members in groups.items():
-        done = [r for r in members if r.get("status") == "completed"]
-        # "running" covers runs still in progress and runs that were killed; neither is averaged in.
-        row: dict[str, Any] = {"setting": name, "n": len(done), "not_completed": len(members) - len(done)}
-        for m in metrics:
-            values = [v for v in (metric(r, m) for r in done) if v is not None]
-            mean = statistics.fmean(values) if values else float("nan")
-            row[m] = (mean, statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
-        rows.append(row)
-    return sorted(rows, key=lambda r: r["setting"])
+    p.add_argument("root", type=Path, help="a folder holding results.json files (a run, a multirun, several)")
+    p.add_argument("--metrics", nargs="+", help=f"metrics to show (default: {' '.join(DEFAULT_METRICS)})")
+    p.add_argument("--format", choices=["md", "csv", "latex"], default="md")
+    p.add_argument("--over", default="seed", help="comma-separated keys pooled within a row (default: seed)")
+    p.add_argument("--baseline", help="the setting to compare against, as typed, e.g. 'reg=none'")
+    p.add_argument("--baseline-metric", help="metric of the t-test (default: first --metrics given, else test/acc)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the t-test (default 0.05)")
+    p.add_argument("--reference", type=Path, help="reference.yaml with a paper's numbers to join")
+    p.add_argument("--plot", type=Path, help="write a bar chart (mean ± std per setting) to this PNG")
+    p.add_argument("--plot-metric", help="metric of --plot (default: the baseline metric)")
+    p.add_argument("--curves", type=Path, help="write validation curves per setting (from history.csv) to this PNG")
+    p.add_argument("--curve-metric", default="val/acc", help="history.csv column for --curves (default val/acc)")
+    p.add_argument("--stale-after", type=float, default=600.0, help="seconds without heartbeat: interrupted")
+    p.add_argument("--out", type=Path, help="also write the table (without the prose line) here")
+    return p
 
 
-def mark_against_baseline(rows: list[dict[str, Any]], baseline: str, key: str = "test/acc") -> None:
-    base = next((r for r in rows if r["setting"] == baseline), None)
-    if base is None:
-        raise SystemExit(f"error: no row with setting '{baseline}'; settings are: {[r['setting'] for r in rows]}")
-    b_mean, b_std, _ = base[key]
-    for row in rows:
-        mean, std, n = row[key]
-        if n == 0:
-            row["vs_baseline"] = "-"
-        elif row is base:
-            row["vs_baseline"] = "baseline"
-        elif abs(mean - b_mean) > std + b_std:
-            row["vs_baseline"] = "better" if mean > b_mean else "worse"
-        else:
-            row["vs_baseline"] = "within spread"
+def run(args: argparse.Namespace) -> str:
+    from ablate.report import available_metrics, build, load_reference, load_runs, plot_bars, plot_curves, render
+    from ablate.report.stats import find_row
 
-
-def render(rows: list[dict[str, Any]], metrics: list[str], fmt: str, scale: float = 100.0) -> str:
-    has_baseline = any("vs_baseline" in r for r in rows)
-    header = ["setting", "n", *metrics, *(["vs baseline (test/acc)"] if has_baseline else [])]
-
-    def cell(row: dict[str, Any], m: str) -> str:
-        mean, std, n = row[m]
-        return (
-            "-"
-            if n == 0
-            else (
-                f"{mean * scale:.2f} ± {std * scale:.2f}"
-                if fmt != "latex"
-                else f"${mean * scale:.2f} \\pm {std * scale:.2f}$"
-            )
-        )
-
-    lines = []
-    for row in rows:
-        n = f"{row['n']}" + (f" (+{row['not_completed']} not completed)" if row["not_completed"] else "")
-        lines.append(
-            [row["setting"], n, *(cell(row, m) for m in metrics), *([row["vs_baseline"]] if has_baseline else [])]
-        )
-    if fmt == "csv":
-        return "\n".join(",".join(f'"{c}"' for c in line) for line in [header, *lines]) + "\n"
-    if fmt == "latex":
-        body = " \\\\\n".join(" & ".join(line) for line in lines)
-        columns = "l" + "r" * (len(header) - 1)
-        head = " & ".join(header)
-        return f"\\begin{{tabular}}{{{columns}}}\n{head} \\\\\n\\hline\n{body} \\\\\n\\end{{tabular}}\n"
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(line) + " |" for line in lines]
-    return "\n".join(out) + "\n"
+    if not 0.0 < args.alpha < 1.0:
+        raise ConfigError(f"--alpha must be in (0, 1), got {args.alpha}")
+    runs = load_runs(args.root, stale_after=args.stale_after)
+    if not runs:
+        raise ConfigError(f"no results.json under {args.root}; pass a run or multirun folder")
+    known = available_metrics(runs)
+    metrics = args.metrics or [m for m in DEFAULT_METRICS if m in known] or known[:3]
+    key_metric = args.baseline_metric or (args.metrics[0] if args.metrics else "test/acc")
+    if args.baseline and key_metric not in metrics:
+        metrics = [*metrics, key_metric]
+    reference = load_reference(args.reference) if args.reference else None
+    over = tuple(k.strip() for k in args.over.split(",") if k.strip())
+    rows = build(runs, metrics, over, args.baseline, key_metric, args.alpha, reference)
+    if reference is not None:
+        unmatched = [s for s in reference["rows"] if find_row(rows, s) is None]
+        if unmatched:
+            print(f"warning: reference rows without runs: {'; '.join(unmatched)}", file=sys.stderr)
+    text = render(rows, metrics, args.format, key_metric if args.baseline else None)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    if args.plot:
+        plot_metric = args.plot_metric or key_metric
+        plot_rows = rows if plot_metric in metrics else build(runs, [*metrics, plot_metric], over)  # checks the name
+        plot_bars(plot_rows, plot_metric, args.plot)
+    if args.curves:
+        plot_curves(rows, args.curve_metric, args.curves)
+    if args.format != "md":
+        return text
+    prose = f"{len(runs)} runs, {len(rows)} settings; mean ± std over {', '.join(over) or 'nothing'} (n completed runs)"
+    prose += "; accuracies in %, other metrics as recorded"
+    if args.baseline:
+        prose += f"; vs baseline: Welch's t-test on {key_metric}, alpha = {args.alpha:g}"
+    if reference is not None:
+        prose += f"; reference: {reference['source']} (Δ = ours - reference)"
+    return f"{prose}\n\n{text}"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root", type=Path, help="a folder holding results.json files (e.g. a multirun folder)")
-    parser.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS)
-    parser.add_argument("--format", choices=["md", "csv", "latex"], default="md")
-    parser.add_argument("--baseline", help="the setting to compare against, e.g. 'reg=none'")
-    parser.add_argument("--out", type=Path, help="also write the table here")
-    args = parser.parse_args(argv)
-    runs = load_runs(args.root)
-    if not runs:
-        raise SystemExit(f"error: no results.json under {args.root}; pass a run or multirun folder")
-    rows = summarize(runs, args.metrics)
-    if args.baseline:
-        mark_against_baseline(rows, args.baseline)
-    text = render(rows, args.metrics, args.format)
-    sys.stdout.write(f"{len(runs)} runs, values in % (mean ± std over seeds)\n\n{text}")
-    if args.out:
-        args.out.write_text(text)
+    args = _parser().parse_args(argv)
+    try:
+        text = run(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(ConfigError.exit_code)
+    sys.stdout.write(text)
 
 
 if __name__ == "__main__":

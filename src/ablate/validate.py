@@ -131,6 +131,7 @@ RULES: dict[str, Rule] = {
     "data.fold": integer(0, low=0),
     "data.split_seed": integer(0),
     "data.train_subset": integer(1000, low=0),
+    "data.bootstrap_seed": integer(0, low=0, nullable=True),
     "data.download": flag(),
     "data.name": Rule(str, "fashion_mnist"),
     "data.data_dir": Rule(str, "data"),

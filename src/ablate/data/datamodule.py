@@ -34,13 +34,14 @@ class DataModule(L.LightningDataModule):
         download: bool = True,
         train_subset: int = 0,
         synthetic: dict[str, Any] | None = None,
+        bootstrap_seed: int | None = None,
     ) -> None:
         super().__init__()
         self.name, self.data_dir, self.download = name, str(data_dir), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.num_folds, self.fold = val_size, num_folds, fold
         self.split_seed = effective_seed(split_seed)  # any integer; scikit-learn takes [0, 2**32)
-        self.train_subset = train_subset
+        self.train_subset, self.bootstrap_seed = train_subset, bootstrap_seed
         self.synthetic = dict(synthetic or {})
         if "seed" in self.synthetic:
             self.synthetic["seed"] = effective_seed(self.synthetic["seed"])
@@ -63,6 +64,8 @@ class DataModule(L.LightningDataModule):
             raise ConfigError(f"data.val_size must be >= 0, got {self.val_size}")
         if self.train_subset < 0:
             raise ConfigError(f"data.train_subset must be >= 0 (0 = all), got {self.train_subset}")
+        if self.bootstrap_seed is not None and (isinstance(self.bootstrap_seed, bool) or self.bootstrap_seed < 0):
+            raise ConfigError(f"data.bootstrap_seed must be null (off) or an integer >= 0, got {self.bootstrap_seed}")
 
     def _check_sizes(self, raw: RawDataset) -> None:
         """What needs the data's size: at least two classes, and a stratified split that leaves every class a
@@ -108,6 +111,8 @@ class DataModule(L.LightningDataModule):
             # A seeded, stratified subset of the training part (for small-data ablations); val is unchanged.
             keep, _ = stratified_split(raw.y_train[train_idx], len(train_idx) - self.train_subset, seed=self.split_seed)
             train_idx = train_idx[keep]
+        if self.bootstrap_seed is not None:
+            train_idx = bootstrap_resample(train_idx, self.bootstrap_seed)
         self.x_train, self.y_train = raw.x_train[train_idx], raw.y_train[train_idx]
         self.x_val, self.y_val = raw.x_train[val_idx], raw.y_train[val_idx]
         self.x_test, self.y_test = raw.x_test, raw.y_test
@@ -140,6 +145,7 @@ class DataModule(L.LightningDataModule):
             "test": len(self.y_test),
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
+            "bootstrap_seed": self.bootstrap_seed,
         }
 
     # -- loaders ---------------------------------------------------------------------------------------------
@@ -159,3 +165,12 @@ class DataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> InMemoryLoader:
         return self._loader(self.x_test, self.y_test, self.eval_batch_size, shuffle=False)
+
+
+def bootstrap_resample(indices: torch.Tensor, seed: int) -> torch.Tensor:
+    """Bagging (Breiman 1996): as many draws as there are ``indices``, uniformly with replacement, seeded.
+
+    About 63% of the samples appear (some several times); validation and test are never resampled.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return indices[torch.randint(len(indices), (len(indices),), generator=gen)]

@@ -1,0 +1,289 @@
+"""evaluate.py: re-test saved runs from their checkpoints and score their ensemble.
+
+Each member is rebuilt from its checkpoint alone (``ablate_config`` = the resolved run config, weights loaded with
+``weights_only=True``) by the same builders as training, and predicts the official test split once per variant:
+plain (the run's own test, FMP repeats included), MC dropout (``eval.mc_samples``) and flip TTA (``eval.tta``).
+The ensemble averages the members' predictions with ``ablate.evaluation.average_probabilities``, the code every
+other ensemble uses. Nothing is written into the runs' folders: outputs go to this command's own folder, and only
+once every input has been checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.data.loader import InMemoryLoader
+from ablate.ensembles.members import (
+    Candidate,
+    check_compatible,
+    check_selection_metric,
+    checkpoint_for,
+    collect,
+    rank,
+    warn,
+)
+from ablate.ensembles.report import plot_curve, write_markdown
+from ablate.errors import AblateError, ConfigError
+from ablate.evaluation import (
+    average_probabilities,
+    averaged_log_probs,
+    classification_metrics,
+    dropout_layers,
+    mc_dropout,
+    named,
+    predict,
+)
+from ablate.module import ClassifierModule
+from ablate.schema import InitConfig, RegConfig
+
+# data.* keys that shape only the training/validation part, never the official test split.
+TRAIN_SPLIT_KEYS = ("batch_size", "eval_batch_size", "val_size", "num_folds", "fold", "split_seed", "train_subset",
+                    "bootstrap_seed", "download")  # fmt: skip
+# Suffixes of the test-time variants: test/acc, test/acc_mc, test/acc_tta.
+PLAIN, MC, TTA = "", "mc", "tta"
+
+
+@dataclass
+class Member:
+    candidate: Candidate
+    checkpoint: Path
+    weights: str
+    module: ClassifierModule
+    data: Any  # the run's DataModule (test split used)
+    config: DictConfig
+
+
+def _typed(node: Any, schema: type) -> Any:
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node or {}))
+    except Exception as err:  # a checkpoint written by a version with other knobs
+        message = f"cannot read the checkpoint's {schema.__name__} ({err}); evaluate it with the version that wrote it"
+        raise ConfigError(message) from err
+
+
+def load_member(candidate: Candidate, weights: str | None, device: torch.device, data_cache: dict) -> Member:
+    """Rebuild the run's model and data from its checkpoint (read only) and load the weights it tested."""
+    from ablate.run import build_datamodule, build_model  # the same builders as training
+
+    path, which = checkpoint_for(candidate, weights)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "ablate_config" not in checkpoint:
+        raise ConfigError(f"checkpoint {path} has no ablate_config; it was not written by train.py")
+    cfg = OmegaConf.create(checkpoint["ablate_config"])
+    reg = _typed(cfg.get("reg"), RegConfig)
+    # The test split does not depend on batch sizes, the validation split or bootstrap resampling: members that differ
+    # only there (seeds, folds, bagging) share one loaded data set. Members normalize with their own checkpoint stats.
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    key = json.dumps({k: v for k, v in data_cfg.items() if k not in TRAIN_SPLIT_KEYS}, sort_keys=True, default=str)
+    if key not in data_cache:
+        data_cache[key] = build_datamodule(cfg)
+    datamodule = data_cache[key]
+    model = build_model(cfg, datamodule, reg, _typed(cfg.get("init"), InitConfig))
+    state = checkpoint["state_dict"]
+    module = ClassifierModule(
+        model=model,
+        optimizer=None,  # type: ignore[arg-type]  (evaluation only: never configure_optimizers)
+        scheduler=None,
+        mean=state["mean"],
+        std=state["std"],
+        channels_last=bool(cfg.get("channels_last", False)) and len(datamodule.input_shape) == 3,
+        eval_repeats=reg.fmp_test_repeats if reg.fmp else 1,
+    )
+    model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(model_state)
+    except RuntimeError as err:
+        message = f"checkpoint {path} does not fit the model its config builds: {str(err).splitlines()[0]}"
+        raise ConfigError(message) from err
+    module.to(device).eval()
+    return Member(candidate, path, which, module, datamodule, cfg)
+
+
+def check_same_test_split(members: list[Member]) -> None:
+    first = members[0]
+    for other in members[1:]:
+        a, b = first.data, other.data
+        if a is not b and not (torch.equal(a.y_test, b.y_test) and torch.equal(a.x_test, b.x_test)):
+            raise ConfigError(
+                f"runs {first.candidate.run_dir} and {other.candidate.run_dir} have different test splits; "
+                "ensemble members must be trained on the same data set and test split"
+            )
+
+
+@torch.no_grad()
+def member_log_probs(member: Member, cfg: DictConfig, variants: list[str]) -> tuple[dict[str, torch.Tensor], Any]:
+    """Test-split log-probabilities of one member for each variant, and the targets."""
+    module, data = member.module, member.data
+    batch_size = int(cfg.batch_size or member.config.data.get("eval_batch_size", 1000))
+    batches = InMemoryLoader(data.x_test, data.y_test, batch_size, shuffle=False)
+    repeats, outputs, targets = module.eval_repeats, {}, None
+    for variant in variants:
+        torch.manual_seed(int(cfg.seed))  # stochastic passes (MC dropout, FMP) are reproducible
+        if variant == MC:
+            with mc_dropout(module.model):
+                fn = lambda x: averaged_log_probs(module.model, x, passes=int(cfg.eval.mc_samples))
+                outputs[variant], targets = predict(fn, batches, module.normalize, output="raw")
+        else:
+            fn = lambda x, flip=variant == TTA: averaged_log_probs(module.model, x, passes=repeats, flip=flip)
+            outputs[variant], targets = predict(fn, batches, module.normalize, output="raw")
+    return outputs, targets
+
+
+def ensemble_probs(log_probs: list[torch.Tensor], space: str) -> torch.Tensor:
+    """Probabilities of the ensemble: mean of softmax outputs (prob) or softmax of the mean logits (logit)."""
+    if space == "prob":
+        return average_probabilities([lp.exp() for lp in log_probs])
+    return average_probabilities(log_probs, space="logit")  # mean log-softmax = mean logits up to a row constant
+
+
+def score(probs: torch.Tensor, targets: torch.Tensor, num_classes: int, variant: str) -> tuple[dict, dict]:
+    metrics = classification_metrics(probs, targets, num_classes)
+    per_class = metrics.pop("acc_per_class")
+    return named(metrics, "test", variant), {f"test/acc{'_' + variant if variant else ''}": per_class}
+
+
+def _check_options(cfg: DictConfig) -> list[str]:
+    """Every key checked before any file is read; returns the prediction variants to compute."""
+    check_selection_metric(str(cfg.metric))
+    if cfg.ensemble.space not in ("prob", "logit"):
+        raise ConfigError(f"ensemble.space must be prob or logit, got {cfg.ensemble.space}")
+    mc = cfg.eval.mc_samples
+    if isinstance(mc, bool) or not isinstance(mc, int) or mc < 0:
+        raise ConfigError(f"eval.mc_samples must be an integer >= 0 (0 = off), got {mc}")
+    if cfg.eval.tta not in (None, "flip"):
+        raise ConfigError(f"eval.tta must be null or flip, got {cfg.eval.tta}")
+    return [PLAIN] + ([MC] if mc else []) + ([TTA] if cfg.eval.tta else [])
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device={name} is not a torch device ({err}); use auto, cpu or cuda") from err
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Select, load and score the members and their ensemble; returns the results.json content (not written)."""
+    started = time.time()
+    variants = _check_options(cfg)
+    runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs) if cfg.runs else None  # runs=dir: a list of one
+    candidates, skipped = collect(cfg.run, runs, cfg.sweep)
+    num_candidates = len(candidates)
+    ranked_needed = bool(cfg.sweep) or cfg.top_k is not None
+    candidates = rank(candidates, str(cfg.metric), cfg.top_k, str(cfg.metric_mode), required=ranked_needed)
+    check_compatible(candidates)
+    for c in candidates:
+        if output_dir.resolve().is_relative_to(c.run_dir):
+            raise ConfigError(f"the output folder {output_dir} is inside run {c.run_dir}; a run's folder is read only")
+    device, cache = _device(str(cfg.device)), {}
+    members = [load_member(c, cfg.weights, device, cache) for c in candidates]
+    check_same_test_split(members)
+    for m in members:
+        if MC in variants and not dropout_layers(m.module.model):
+            raise ConfigError(f"eval.mc_samples needs dropout layers, run {m.candidate.run_dir} has none (reg=dropout)")
+        if TTA in variants and not m.config.get("aug", {}).get("flip"):
+            warn(f"eval.tta=flip on {m.candidate.run_dir}, trained without aug.flip: mirrored images may be new to it")
+
+    num_classes = members[0].data.num_classes
+    predictions, targets = [], None
+    for m in members:
+        outputs, targets = member_log_probs(m, cfg, variants)
+        predictions.append(outputs)
+    member_entries = []
+    for m, outputs in zip(members, predictions, strict=True):
+        metrics, per_class = {}, {}
+        for variant in variants:
+            scored, classes = score(outputs[variant].exp(), targets, num_classes, variant)
+            metrics.update(scored)
+            per_class.update(classes)
+        member_entries.append(
+            {
+                "run_dir": str(m.candidate.run_dir),
+                "checkpoint": str(m.checkpoint),
+                "weights": m.weights,
+                "selection": {str(cfg.metric): m.candidate.value},
+                "recorded_metrics": {k: v for k, v in m.candidate.results.get("metrics", {}).items()},
+                "metrics": metrics,
+                "metrics_per_class": per_class,
+            }
+        )
+
+    space = str(cfg.ensemble.space)
+    metrics, per_class, curve = {}, {}, []
+    for variant in variants:
+        scored, classes = score(ensemble_probs([p[variant] for p in predictions], space), targets, num_classes, variant)
+        metrics.update(scored)
+        per_class.update(classes)
+    for k in range(1, len(members) + 1):  # members join in validation order, best first
+        point: dict[str, Any] = {"members": k}
+        for variant in variants:
+            probs = ensemble_probs([p[variant] for p in predictions[:k]], space)
+            point.update(score(probs, targets, num_classes, variant)[0])
+        curve.append(point)
+
+    return {
+        "kind": "evaluation",
+        "schema_version": 1,
+        "status": "completed",
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "selection": {
+            "source": "sweep" if cfg.sweep else "runs" if cfg.runs else "run",
+            "metric": str(cfg.metric),
+            "top_k": cfg.top_k,
+            "mode": str(cfg.metric_mode),
+            "candidates": num_candidates,
+            "skipped": skipped,
+        },
+        "ensemble": {"space": space, "size": len(members), "variants": [v or "plain" for v in variants]},
+        "metrics": metrics,
+        "metrics_per_class": per_class,
+        "members": member_entries,
+        "ensemble_size_curve": curve,
+        "data": {k: v for k, v in members[0].data.summary().items() if k in ("name", "source", "test", "num_classes")},
+        "device": str(device),
+        "output_dir": str(output_dir.resolve()),
+        "wall_time_s": round(time.time() - started, 3),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+
+
+def write_outputs(results: dict[str, Any], output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_markdown(results, output_dir / "results.md")
+    plot_curve(results, output_dir / "ensemble_curve.png")
+    os.replace(tmp, output_dir / "results.json")  # last: a results.json means the folder is complete
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Entry point for evaluate.py: the ensemble's test/acc, or a one-line error and a non-zero exit."""
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        results = evaluate(cfg, output_dir)
+    except AblateError as err:
+        if output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # Hydra made it; leave nothing half-written behind
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    write_outputs(results, output_dir)
+    m = results["metrics"]
+    keys = [k for k in ("test/acc", "test/acc_mc", "test/acc_tta", "test/nll", "test/ece") if k in m]
+    size = results["ensemble"]["size"]
+    print(f"ensemble of {size} ({results['ensemble']['space']} average): " + "  ".join(f"{k}={m[k]:.4f}" for k in keys))
+    for i, member in enumerate(results["members"], 1):
+        print(f"  member {i}: test/acc={member['metrics']['test/acc']:.4f}  {member['run_dir']}")
+    print(f"results: {output_dir / 'results.json'}")
+    return m["test/acc"]

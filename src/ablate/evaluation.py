@@ -1,0 +1,135 @@
+"""Evaluation metrics of predicted class probabilities: the shared scorer of test loops, ensembles and evaluate.py.
+
+Everything here works on whole-split probability tensors ``[N, C]`` (cheap next to a forward pass over the split)
+and uses torchmetrics' functional metrics, so single models, averaged weights, snapshot ensembles, test-time
+averaging and ``evaluate.py`` are all scored by the same code. Training steps never come here (see metrics.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
+
+from ablate.layers.dropconnect import _DropConnectMixin
+
+# Scalar metric names (before the "<stage>/" prefix and any "_<variant>" suffix); per-class accuracy is a list.
+SCALAR_METRICS = ("acc", "acc_top5", "nll", "ece")
+ECE_BINS = 15  # Guo et al. 2017 / Lakshminarayanan et al. 2017 use 15 equal-width confidence bins
+
+
+def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """Accuracy, top-5 accuracy (only when there are more than 5 classes), NLL, ECE and per-class accuracy.
+
+    ``probs`` are probabilities (rows sum to 1), not logits: an ensemble's average has no logits.
+    """
+    probs, targets = probs.detach().float().cpu(), targets.detach().cpu()
+    if targets.ndim == 2:  # soft targets: score against their argmax
+        targets = targets.argmax(dim=1)
+    metrics: dict[str, Any] = {
+        "acc": float(multiclass_accuracy(probs, targets, num_classes, average="micro")),
+        "nll": float(torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), targets)),
+        "ece": float(multiclass_calibration_error(probs, targets, num_classes, n_bins=ECE_BINS, norm="l1")),
+    }
+    if num_classes > 5:
+        metrics["acc_top5"] = float(multiclass_accuracy(probs, targets, num_classes, top_k=5, average="micro"))
+    per_class = multiclass_accuracy(probs, targets, num_classes, average=None)
+    metrics["acc_per_class"] = [round(float(v), 6) for v in per_class]
+    return metrics
+
+
+def named(metrics: dict[str, Any], stage: str, variant: str = "") -> dict[str, Any]:
+    """``{"acc": ..}`` -> ``{"test/acc_ema": ..}`` for stage "test" and variant "ema" (no suffix when empty)."""
+    suffix = f"_{variant}" if variant else ""
+    return {f"{stage}/{name}{suffix}": value for name, value in metrics.items()}
+
+
+def average_probabilities(members: list[torch.Tensor], space: str = "prob") -> torch.Tensor:
+    """The ensemble's class probabilities from its members' outputs.
+
+    ``space="prob"`` (the default, Huang et al. 2017; Lakshminarayanan et al. 2017): members give probabilities and
+    the ensemble is their mean. ``space="logit"``: members give logits; the ensemble is the softmax of their mean.
+    """
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    stacked = torch.stack(members)
+    if space == "prob":
+        return stacked.mean(0)
+    if space == "logit":
+        return stacked.mean(0).softmax(dim=1)
+    raise ValueError(f"space must be 'prob' or 'logit', got {space!r}")
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    output: str = "prob",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` over ``batches`` of (inputs, targets); returns (probabilities or logits, targets), on the CPU.
+
+    ``output``: "prob" (softmax of the model's logits), "logit" or "raw" (the model's output as it is, e.g. the
+    log-probabilities of :func:`averaged_log_probs`).
+
+    ``preprocess`` turns a raw batch into model input (e.g. uint8 -> normalized float on the model's device).
+    The caller puts the model in eval mode (or not, for MC dropout).
+    """
+    outputs, labels = [], []
+    for x, y in batches:
+        if preprocess is not None:
+            x = preprocess(x)
+        logits = model(x).float()
+        outputs.append((logits.softmax(dim=1) if output == "prob" else logits).cpu())  # "logit" and "raw" as is
+        labels.append(y.cpu())
+    return torch.cat(outputs), torch.cat(labels)
+
+
+# -- test-time averaging: MC dropout, repeated stochastic passes (FMP), flip TTA ----------------------------------
+# Layers whose train mode samples a random mask: dropout of every kind, and DropConnect (MC DropConnect).
+MC_LAYERS: tuple[type, ...] = (nn.modules.dropout._DropoutNd, _DropConnectMixin)
+
+
+def dropout_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers that MC dropout samples: dropout/DropConnect layers with a drop rate above 0."""
+    return [m for m in model.modules() if isinstance(m, MC_LAYERS) and float(getattr(m, "p", 0.0)) > 0]
+
+
+@contextmanager
+def mc_dropout(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Gal & Ghahramani 2016: the model in eval mode except its dropout layers, which keep sampling masks.
+
+    Batch norm stays in eval mode (running statistics), so only the dropout masks differ between passes.
+    The model's previous mode is restored on exit.
+    """
+    was_training = model.training
+    layers = dropout_layers(model)
+    model.eval()
+    for layer in layers:
+        layer.train()
+    try:
+        yield layers
+    finally:
+        model.train(was_training)
+
+
+def averaged_log_probs(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, passes: int = 1, flip: bool = False
+) -> torch.Tensor:
+    """Log of the class probabilities averaged over ``passes`` forward passes of ``x`` and, with ``flip``, of its
+    horizontal mirror (flip TTA): 2 x passes predictions averaged by :func:`average_probabilities`.
+
+    One pass without flip returns the exact log-softmax of the logits. Log-probabilities are returned because
+    their mean equals the mean of the logits up to a per-row constant, so a logit-space ensemble stays exact.
+    """
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    views = [x, x.flip(-1)] if flip else [x]
+    if passes == 1 and not flip:
+        return model(x).float().log_softmax(dim=1)
+    probs = average_probabilities([model(v).float().softmax(dim=1) for v in views for _ in range(passes)])
+    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()

@@ -1,0 +1,52 @@
+"""Sweeps -> tables and figures, used by ``python -m ablate.table`` and notebooks/analysis.ipynb.
+
+runs = load_runs("logs/multiruns/<dir>")                  # runs.py: results.json -> Run
+rows = build(runs, ["test/acc"], baseline="reg=none")     # stats.py: rows, Welch verdicts, reference join
+print(render(rows, ["test/acc"], "md", "test/acc"))       # render.py: md | csv | latex
+plot_bars(rows, "test/acc", "bars.png"); plot_curves(rows, "val/acc", "curves.png")   # plots.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ablate.report.plots import plot_bars, plot_curves, read_history
+from ablate.report.reference import load_reference
+from ablate.report.render import render
+from ablate.report.runs import NON_SETTING_KEYS, Run, load_runs
+from ablate.report.stats import Row, available_metrics, compare, join_reference, summarize
+
+__all__ = [
+    "NON_SETTING_KEYS",
+    "Row",
+    "Run",
+    "available_metrics",
+    "build",
+    "load_reference",
+    "load_runs",
+    "plot_bars",
+    "plot_curves",
+    "read_history",
+    "render",
+]
+
+
+def build(
+    runs: list[Run],
+    metrics: list[str],
+    over: tuple[str, ...] | list[str] = ("seed",),
+    baseline: str | None = None,
+    baseline_metric: str | None = None,
+    alpha: float = 0.05,
+    reference: str | Path | dict[str, Any] | None = None,
+) -> list[Row]:
+    """Rows with mean/std/n per metric; with ``baseline``, Welch verdicts on ``baseline_metric`` (default: the
+    first metric); with ``reference`` (a reference.yaml path or its loaded dict), the paper's numbers joined."""
+    rows = summarize(runs, list(metrics), tuple(over))
+    if baseline:
+        compare(rows, baseline, baseline_metric or metrics[0], alpha)
+    if reference is not None:
+        ref = reference if isinstance(reference, dict) else load_reference(reference)
+        join_reference(rows, ref)
+    return rows

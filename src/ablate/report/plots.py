@@ -1,0 +1,116 @@
+"""Figures with matplotlib (Agg backend: no display needed): a bar chart of one metric per setting with error bars,
+and validation curves per setting from each run's history.csv (mean line, ±1 std band over the pooled runs)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ablate.report.runs import Run
+from ablate.report.stats import Row, is_accuracy
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    if "inline" not in matplotlib.get_backend().lower():
+        matplotlib.use("Agg")  # files only; a notebook keeps its inline backend
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(metric: str) -> str:
+    return f"{metric} (%)" if is_accuracy(metric) else metric
+
+
+def plot_bars(rows: list[Row], metric: str, path: str | Path | None = None) -> Any:
+    """Mean per setting with ±1 std error bars (none for n = 1); settings without a completed run are left out."""
+    plt = _pyplot()
+    scale = 100.0 if is_accuracy(metric) else 1.0
+    shown = [r for r in rows if r.stats[metric].n > 0]
+    means = [r.stats[metric].mean * scale for r in shown]
+    stds = [0.0 if r.stats[metric].n < 2 else r.stats[metric].std * scale for r in shown]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(shown) + 1.5), 3.6), layout="constrained")
+    ax.bar(range(len(shown)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(shown)), [f"{r.setting}\n(n={r.stats[metric].n})" for r in shown], rotation=30, ha="right")
+    ax.set_ylabel(_label(metric))
+    if means and is_accuracy(metric):  # accuracies differ in the last points: zoom to the range that shows it
+        lo = min(m - s for m, s in zip(means, stds, strict=True))
+        hi = max(m + s for m, s in zip(means, stds, strict=True))
+        pad = max(hi - lo, 1.0) * 0.3
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    ax.set_title(f"{metric}: mean ± std")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def read_history(run: Run) -> list[dict[str, float]]:
+    """history.csv rows as floats (empty cells -> NaN); [] when the run has none."""
+    if not run.history.is_file():
+        return []
+    with run.history.open(newline="") as f:
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def curves(row: Row, metric: str) -> tuple[list[float], list[float], list[float]]:
+    """epochs, mean and std (0 where one run) of ``metric`` over the completed runs of a row."""
+    by_epoch: dict[float, list[float]] = defaultdict(list)
+    for run in row.runs:
+        if run.status != "completed":
+            continue
+        for rec in read_history(run):
+            value = rec.get(metric, math.nan)
+            if not math.isnan(value):
+                by_epoch[rec["epoch"]].append(value)
+    epochs = sorted(by_epoch)
+    means = [statistics.fmean(by_epoch[e]) for e in epochs]
+    stds = [statistics.stdev(by_epoch[e]) if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
+    return epochs, means, stds
+
+
+def plot_curves(rows: list[Row], metric: str = "val/acc", path: str | Path | None = None) -> Any:
+    """One line per setting: the mean of ``metric`` per epoch, with a ±1 std band over its runs."""
+    plt = _pyplot()
+    scale = 100.0 if is_accuracy(metric) else 1.0
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
+    drawn = 0
+    for row in rows:
+        epochs, means, stds = curves(row, metric)
+        if not epochs:
+            continue
+        mean = [m * scale for m in means]
+        marker = "o" if len(epochs) <= 30 else None
+        (line,) = ax.plot(epochs, mean, marker=marker, markersize=3, label=f"{row.setting} (n={row.n})")
+        lo = [m - s * scale for m, s in zip(mean, stds, strict=True)]
+        hi = [m + s * scale for m, s in zip(mean, stds, strict=True)]
+        ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        from ablate.errors import ConfigError
+
+        raise ConfigError(
+            f"no history.csv with {metric} in the completed runs; runs write it since the history callback"
+        )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(_label(metric))
+    ax.set_title(f"{metric}: mean ± std over runs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path | None) -> Any:
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+        _pyplot().close(fig)
+    return fig

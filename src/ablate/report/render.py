@@ -1,0 +1,167 @@
+"""Rows -> Markdown, CSV or LaTeX.
+
+Units: accuracies (metric names containing ``acc``, and ``gap``) in % in Markdown and LaTeX, every other metric as
+recorded; the column header says which. CSV is for programs: values exactly as in results.json (accuracies as
+fractions), one column per statistic, empty cells where a value does not exist (std of n = 1, no verdict).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ablate.report.stats import Row, Stat, is_accuracy
+
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+NOT_COMPLETED = ("failed", "diverged", "interrupted", "running")
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if is_accuracy(metric) else 1.0
+
+
+def _num(value: float, metric: str) -> str:
+    return f"{value * _scale(metric):.2f}" if is_accuracy(metric) else f"{value:.4f}"
+
+
+def _unit(metric: str) -> str:
+    return f"{metric} (%)" if is_accuracy(metric) else metric
+
+
+@dataclass
+class Column:
+    header: str
+    cell: Callable[[Row, bool], str]  # (row, latex) -> text (LaTeX cells already escaped / in math mode)
+    latex_header: str | None = None
+
+
+def _stat_cell(stat: Stat, metric: str, latex: bool) -> str:
+    if stat.n == 0:
+        return "--" if latex else "-"
+    mean = _num(stat.mean, metric)
+    if stat.n == 1:  # one run has no spread: no ±
+        return f"${mean}$" if latex else mean
+    std = _num(stat.std, metric)
+    return f"${mean} \\pm {std}$" if latex else f"{mean} ± {std}"
+
+
+def _not_completed(row: Row) -> str:
+    return ", ".join(f"{row.counts[s]} {s}" for s in NOT_COMPLETED if row.counts[s])
+
+
+def columns(rows: list[Row], metrics: list[str], baseline_metric: str | None) -> list[Column]:
+    cols = [
+        Column("setting", lambda r, tex: latex_escape(r.setting) if tex else r.setting),
+        Column("n", lambda r, tex: str(r.n), "$n$"),
+    ]
+    for m in metrics:
+        cols.append(Column(_unit(m), lambda r, tex, m=m: _stat_cell(r.stats[m], m, tex)))
+    for m in [m for m in metrics if any(m in r.reference for r in rows)]:
+        cols.append(Column(f"ref {_unit(m)}", lambda r, tex, m=m: _ref_cell(r, m, tex, diff=False)))
+        cols.append(
+            Column(f"Δ {m}", lambda r, tex, m=m: _ref_cell(r, m, tex, diff=True), f"$\\Delta$ {latex_escape(m)}")
+        )
+    if any(_not_completed(r) for r in rows):
+        cols.append(Column("not completed", lambda r, tex: _not_completed(r)))
+    if baseline_metric:
+        dash = lambda tex: "--" if tex else "-"
+        cols.append(Column(f"vs baseline ({baseline_metric})", lambda r, tex: r.verdict or dash(tex)))
+        cols.append(Column("p (Welch)", lambda r, tex: dash(tex) if math.isnan(r.p) else f"{r.p:.3g}", "$p$ (Welch)"))
+    return cols
+
+
+def _ref_cell(row: Row, metric: str, latex: bool, diff: bool) -> str:
+    ref = row.reference.get(metric)
+    dash = "--" if latex else "-"
+    if ref is None:
+        return dash
+    if not diff:
+        return _num(ref, metric)
+    stat = row.stats[metric]
+    if stat.n == 0:
+        return dash
+    d = stat.mean - ref
+    text = f"{d * _scale(metric):+.2f}" if is_accuracy(metric) else f"{d:+.4f}"
+    return f"${text}$" if latex else text
+
+
+def render_markdown(rows: list[Row], metrics: list[str], baseline_metric: str | None = None) -> str:
+    cols = columns(rows, metrics, baseline_metric)
+    out = ["| " + " | ".join(c.header for c in cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(c.cell(r, False).replace("|", "\\|") for c in cols) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def render_latex(rows: list[Row], metrics: list[str], baseline_metric: str | None = None) -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs}); every name escaped, numbers in math mode."""
+    cols = columns(rows, metrics, baseline_metric)
+    head = " & ".join(c.latex_header or latex_escape(c.header) for c in cols)
+    body = [" & ".join(c.cell(r, True) for c in cols) + r" \\" for r in rows]
+    spec = "l" + "r" * (len(cols) - 1)
+    return (
+        "\n".join(
+            [
+                f"\\begin{{tabular}}{{{spec}}}",
+                r"\toprule",
+                head + r" \\",
+                r"\midrule",
+                *body,
+                r"\bottomrule",
+                r"\end{tabular}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def _raw(value: float | None) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+
+
+def render_csv(rows: list[Row], metrics: list[str], baseline_metric: str | None = None) -> str:
+    """One line per setting: counts by status, then <metric>_mean, _std, _n (and _ref, _diff; vs_baseline, t, p)."""
+    ref_metrics = [m for m in metrics if any(m in r.reference for r in rows)]
+    header = ["setting", "n", *(f"n_{s}" for s in NOT_COMPLETED)]
+    header += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n")]
+    header += [f"{m}_{s}" for m in ref_metrics for s in ("ref", "diff")]
+    header += ["vs_baseline", "t", "p_value"] if baseline_metric else []
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for r in rows:
+        line = [r.setting, r.n, *(r.counts[s] for s in NOT_COMPLETED)]
+        for m in metrics:
+            st = r.stats[m]
+            line += [_raw(st.mean), _raw(st.std), st.n]
+        for m in ref_metrics:
+            ref = r.reference.get(m)
+            line += [_raw(ref), _raw(None if ref is None else r.stats[m].mean - ref)]
+        if baseline_metric:
+            line += [r.verdict or "", _raw(r.t), _raw(r.p)]
+        writer.writerow(line)
+    return buf.getvalue()
+
+
+RENDERERS = {"md": render_markdown, "csv": render_csv, "latex": render_latex}
+
+
+def render(rows: list[Row], metrics: list[str], fmt: str = "md", baseline_metric: str | None = None) -> str:
+    return RENDERERS[fmt](rows, metrics, baseline_metric)

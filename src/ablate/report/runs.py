@@ -1,0 +1,242 @@
+"""Loading runs for tables: results.json -> Run (status, setting as typed, metrics, history file).
+
+Three things decide which row a run lands in:
+
+- its overrides minus the keys averaged over (``--over``, default ``seed``) and minus keys that are not settings
+  (``NON_SETTING_KEYS``: resume paths, output paths, logging and progress-bar switches);
+- overrides compared by value, not spelling: Hydra's multirun sweepers rewrite each job's values
+  (``optimizer.lr=1e9,1e-3`` reaches the job as ``optimizer.lr=1000000000.0``), so values are normalised with Hydra's
+  own override parser for grouping, and rows are labelled with the spelling the user typed, recovered from the
+  sweep's ``multirun.yaml`` (where Hydra keeps the command line as given);
+- a resumed run is one run: ``ckpt_path`` is not a setting, and a run whose ``ckpt_path`` points into another run's
+  folder supersedes that run (it is not counted twice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Overrides that change where or how a run is logged, not what it trains. A key matches an entry when it is the entry
+# or lies under it (``paths.log_dir`` under ``paths``; ``hydra/launcher`` under ``hydra``).
+NON_SETTING_KEYS = (
+    "ckpt_path",
+    "hydra",
+    "paths",
+    "logger",
+    "callbacks.progress_bar",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "task_name",
+    "tags",
+    "data.data_dir",
+    "nan_check_every",
+)
+# A ``running`` run whose heartbeat is older than this (seconds) was killed without a chance to say so.
+STALE_AFTER_S = 600.0
+STATUSES = ("completed", "failed", "diverged", "interrupted", "running")  # "running": no heartbeat to judge by
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith((f"{p}.", f"{p}/")) for p in prefixes)
+
+
+def matches_over(key: str, over: tuple[str, ...]) -> bool:
+    """``seed`` matches ``seed``; ``fold`` matches ``data.fold`` (the last component), so k-fold runs pool."""
+    return any(key == o or key.rsplit(".", 1)[-1] == o for o in over)
+
+
+@cache
+def _parser() -> Any:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+@cache
+def normalize(override: str) -> str:
+    """``key=value`` with the value written the way Hydra's sweepers write it (``1e9`` -> ``1000000000.0``)."""
+    try:
+        parsed = _parser().parse_override(override)
+        if parsed.is_sweep_override() or parsed.is_delete():
+            return override
+        return f"{parsed.get_key_element()}={parsed.get_value_element_as_str()}"
+    except Exception:  # not Hydra syntax (hand-written results.json): compare as written
+        return override
+
+
+def split_sweep(value: str) -> list[str]:
+    """``1e-3,1e9`` -> [``1e-3``, ``1e9``]; commas inside brackets, parentheses or quotes do not split."""
+    pieces, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(value):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            pieces.append(value[start:i])
+            start = i + 1
+    return [*pieces, value[start:]]
+
+
+def typed_spellings(multirun_yaml: Path) -> dict[str, str]:
+    """normalised override -> the override as typed on the sweep's command line."""
+    try:
+        task = yaml.safe_load(multirun_yaml.read_text())["hydra"]["overrides"]["task"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return {}
+    spellings = {}
+    for override in task or []:
+        key, _, value = override.partition("=")
+        for piece in split_sweep(value):
+            typed = f"{key}={piece}"
+            spellings.setdefault(normalize(typed), typed)
+    return spellings
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def classify(data: dict[str, Any], now: float, stale_after: float = STALE_AFTER_S) -> str:
+    """completed | failed | diverged | interrupted | running (still alive, or no heartbeat to tell)."""
+    status = data.get("status")
+    if status == "failed" and data.get("error") == "interrupted":  # how runs before `interrupted` existed said it
+        return "interrupted"
+    if status == "running":
+        if data.get("pid") and data.get("host") == socket.gethostname() and not _pid_alive(int(data["pid"])):
+            return "interrupted"
+        beat = _timestamp(data.get("heartbeat_at"))
+        return "interrupted" if beat is not None and now - beat > stale_after else "running"
+    return status if status in STATUSES else "failed"
+
+
+@dataclass
+class Run:
+    path: Path  # the results.json
+    status: str
+    overrides: list[str]  # as recorded
+    metrics: dict[str, float]
+    seed: Any = None
+    typed: dict[str, str] = field(default_factory=dict)  # normalised -> as typed
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def history(self) -> Path:
+        return self.run_dir / "history.csv"
+
+    def metric(self, name: str) -> float | None:
+        if name == "gap":
+            m = self.metrics
+            return m["train/acc"] - m["test/acc"] if "train/acc" in m and "test/acc" in m else None
+        value = self.metrics.get(name)
+        return None if value is None else float(value)
+
+    def setting_tokens(self, over: tuple[str, ...]) -> dict[str, str]:
+        """normalised -> display spelling, for the overrides that define this run's setting."""
+        tokens = {}
+        for o in self.overrides:
+            key = override_key(o)
+            if _under(key, NON_SETTING_KEYS) or matches_over(key, over):
+                continue
+            norm = normalize(o)
+            tokens[norm] = self.typed.get(norm, o)
+        return tokens
+
+
+def _multirun_yaml(results: Path, root: Path) -> Path | None:
+    for folder in results.parents:
+        if (folder / "multirun.yaml").is_file():
+            return folder / "multirun.yaml"
+        if folder == root or folder == folder.parent:
+            return None
+    return None
+
+
+def load_runs(root: str | Path, stale_after: float = STALE_AFTER_S) -> list[Run]:
+    """Every results.json under ``root`` (a run, a sweep, or a folder of sweeps), resumed originals left out."""
+    root = Path(root)
+    now = time.time()
+    spellings: dict[Path, dict[str, str]] = {}
+    runs = []
+    for path in sorted(root.rglob("results.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # being written by a run that predates atomic writes, or not ours
+        mr = _multirun_yaml(path, root)
+        if mr is not None and mr not in spellings:
+            spellings[mr] = typed_spellings(mr)
+        runs.append(
+            Run(
+                path=path,
+                status=classify(data, now, stale_after),
+                overrides=list(data.get("overrides") or []),
+                metrics=dict(data.get("metrics") or {}),
+                seed=data.get("seed"),
+                typed=spellings.get(mr, {}) if mr else {},
+                data=data,
+            )
+        )
+    return _drop_superseded(runs)
+
+
+def _resumed_from(run: Run) -> Path | None:
+    ckpt = next((o.split("=", 1)[1] for o in run.overrides if override_key(o) == "ckpt_path"), None)
+    ckpt = ckpt or (run.data.get("config") or {}).get("ckpt_path")
+    return Path(ckpt).resolve() if ckpt and ckpt != "null" else None
+
+
+def _drop_superseded(runs: list[Run]) -> list[Run]:
+    """A run resumed into a new folder replaces the interrupted run it continued (one run, not two)."""
+    dirs = {r.run_dir.resolve(): r for r in runs}
+    superseded = set()
+    for run in runs:
+        ckpt = _resumed_from(run)
+        if ckpt is None:
+            continue
+        for folder in ckpt.parents:
+            original = dirs.get(folder)
+            if original is not None and original is not run:
+                superseded.add(id(original))
+                break
+    return [r for r in runs if id(r) not in superseded]

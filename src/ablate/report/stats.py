@@ -1,0 +1,172 @@
+"""Runs -> rows: one row per setting with mean, std and n of each metric over the pooled keys (seeds, folds),
+completed runs only; the others are counted by status. Verdicts against a baseline are Welch's t-test."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from ablate.errors import ConfigError
+from ablate.report.runs import STATUSES, Run, matches_over, normalize, override_key
+
+DERIVED = ("gap",)  # gap = train/acc - test/acc
+# Metrics where smaller is better; everything else (accuracies) is larger-is-better.
+LOWER_IS_BETTER = ("loss", "nll", "ece", "err", "gap", "time")
+
+
+def is_accuracy(metric: str) -> bool:
+    """Shown in %: accuracies (and the train-test accuracy gap); losses, NLL, ECE, ... as recorded."""
+    return "acc" in metric or metric == "gap"
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(word in metric for word in LOWER_IS_BETTER)
+
+
+@dataclass
+class Stat:
+    values: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (n - 1); NaN for n < 2, where it does not exist."""
+        return statistics.stdev(self.values) if self.n > 1 else math.nan
+
+
+@dataclass
+class Row:
+    setting: str  # as the user typed it
+    key: frozenset[str]  # normalised overrides, for matching
+    runs: list[Run]
+    stats: dict[str, Stat] = field(default_factory=dict)
+    verdict: str | None = None  # better | worse | n.s. | baseline | None (not testable)
+    t: float = math.nan
+    p: float = math.nan
+    reference: dict[str, float] = field(default_factory=dict)
+    shared: frozenset[str] = frozenset()  # overrides every run has, left out of the name
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: sum(r.status == s for r in self.runs) for s in STATUSES}
+
+    @property
+    def n(self) -> int:
+        return self.counts["completed"]
+
+
+def available_metrics(runs: list[Run]) -> list[str]:
+    names = sorted({m for r in runs if r.status == "completed" for m in r.metrics})
+    return names + [d for d in DERIVED if "train/acc" in names and "test/acc" in names]
+
+
+def check_metrics(runs: list[Run], metrics: list[str]) -> None:
+    known = available_metrics(runs)
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ConfigError(f"unknown metric {', '.join(unknown)}; available: {', '.join(known) or '(none)'}")
+
+
+def check_over(runs: list[Run], over: tuple[str, ...], default: tuple[str, ...] = ("seed",)) -> None:
+    keys = sorted({override_key(o) for r in runs for o in r.overrides})
+    missing = [o for o in over if o not in default and not any(matches_over(k, (o,)) for k in keys)]
+    if missing:
+        raise ConfigError(
+            f"unknown grouping key {', '.join(missing)} in --over; override keys of these runs: {', '.join(keys)}"
+        )
+
+
+def group(runs: list[Run], over: tuple[str, ...] = ("seed",)) -> list[Row]:
+    """One row per setting; overrides that every run shares are left out of the names (they would only repeat)."""
+    tokens = [r.setting_tokens(over) for r in runs]
+    common = set.intersection(*(set(t) for t in tokens)) if len(runs) > 1 else set()
+    rows: dict[frozenset[str], Row] = {}
+    for run, toks in zip(runs, tokens, strict=True):
+        key = frozenset(t for t in toks if t not in common)
+        if key not in rows:
+            label = " ".join(sorted(toks[t] for t in key)) or "(defaults)"
+            rows[key] = Row(setting=label, key=key, runs=[], shared=frozenset(common))
+        rows[key].runs.append(run)
+    return sorted(rows.values(), key=lambda r: r.setting)
+
+
+def summarize(runs: list[Run], metrics: list[str], over: tuple[str, ...] = ("seed",)) -> list[Row]:
+    check_metrics(runs, metrics)
+    check_over(runs, tuple(over))
+    rows = group(runs, tuple(over))
+    for row in rows:
+        done = [r for r in row.runs if r.status == "completed"]
+        for m in metrics:
+            row.stats[m] = Stat([v for v in (r.metric(m) for r in done) if v is not None and math.isfinite(v)])
+    return rows
+
+
+def find_row(rows: list[Row], setting: str) -> Row | None:
+    """The row named ``setting`` as typed, or with the same override values (``1e9`` == ``1000000000.0``); overrides
+    that every run shares may be included or left out."""
+    for row in rows:
+        if row.setting == setting:
+            return row
+    wanted = frozenset(normalize(t) for t in setting.split())
+    return next((r for r in rows if r.key <= wanted and wanted - r.key <= r.shared), None)
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Welch's t statistic and two-sided p-value (unequal variances); NaN when either side has n < 2 or both
+    sides are constant (the statistic divides by zero)."""
+    if len(a) < 2 or len(b) < 2 or (statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0):
+        return math.nan, math.nan
+    from scipy.stats import ttest_ind
+
+    with warnings.catch_warnings():  # a constant side makes scipy warn about precision; the result is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = ttest_ind(a, b, equal_var=False)
+    return float(res.statistic), float(res.pvalue)
+
+
+def compare(rows: list[Row], baseline: str, metric: str, alpha: float = 0.05) -> Row:
+    """Mark every row better / worse / n.s. against the baseline by Welch's t-test at level ``alpha``."""
+    base = find_row(rows, baseline)
+    if base is None:
+        names = "; ".join(r.setting for r in rows)
+        raise ConfigError(f"no row with setting '{baseline}' for --baseline; settings: {names}")
+    if metric not in base.stats:
+        raise ConfigError(f"--baseline-metric {metric} is not among --metrics {', '.join(base.stats)}; add it")
+    for row in rows:
+        if row is base:
+            row.verdict = "baseline"
+            continue
+        row.t, row.p = welch(row.stats[metric].values, base.stats[metric].values)
+        if math.isnan(row.p):
+            tested = row.stats[metric].n > 1 and base.stats[metric].n > 1
+            # Both sides constant: equal means are no difference (e.g. an inactive option); unequal ones untestable.
+            row.verdict = "n.s." if tested and row.stats[metric].mean == base.stats[metric].mean else None
+            continue
+        if row.p >= alpha:
+            row.verdict = "n.s."
+        else:
+            higher = row.stats[metric].mean > base.stats[metric].mean
+            row.verdict = "better" if higher != lower_is_better(metric) else "worse"
+    return base
+
+
+def join_reference(rows: list[Row], reference: dict[str, Any]) -> list[str]:
+    """Attach a paper's numbers to the matching rows; returns the reference settings that matched no row."""
+    unmatched = []
+    for setting, values in reference["rows"].items():
+        row = find_row(rows, setting)
+        if row is None:
+            unmatched.append(setting)
+        else:
+            row.reference = dict(values)
+    return unmatched
