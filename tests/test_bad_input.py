@@ -48,6 +48,7 @@ FUZZ: list[tuple[list[str], str]] = [
     (["optimizer=adadelta", "optimizer.rho=1.5"], "optimizer.rho must be a number in [0, 1]"),
     (["optimizer=lbfgs", "optimizer.max_iter=0"], "optimizer.max_iter must be an integer >= 1"),
     (["optimizer=lbfgs", "optimizer.line_search_fn=backtracking"], "optimizer.line_search_fn must be one of"),
+    (["data.num_folds=3", "data.fold=7"], "data.fold must be in [0, 3), got 7; e.g. data.fold=2"),
     # trainer
     (["trainer.max_epochs=true"], "trainer.max_epochs must be an integer >= 1, got true; e.g. trainer.max_epochs=6"),
     (["trainer.max_epochs=2.5"], "trainer.max_epochs must be an integer >= 1, got 2.5"),

@@ -314,12 +314,11 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "a value"
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        hint = (
-            "set the variable or give a default, e.g. ${oc.env:LR,0.01}"
-            if "oc.env" in _raw(cfg, key)
-            else ("refer to an existing key, e.g. ${optimizer.lr}, or pass a plain value")
-        )
-        raise ConfigError(f"{key}={_raw(cfg, key)} cannot be resolved ({message}); {hint}") from None
+        raw = _raw(cfg, key)
+        hint = "refer to an existing key, e.g. ${optimizer.lr}, or pass a plain value"
+        if "oc.env" in raw:
+            hint = "set the variable or give a default, e.g. ${oc.env:LR,0.01}"
+        raise ConfigError(f"{key}={raw} cannot be resolved ({message}); {hint}") from None
 
 
 def _raw(cfg: DictConfig, key: str) -> str:
@@ -404,10 +403,9 @@ def _check_combinations(cfg: dict[str, Any]) -> list[str]:
     optimizer, reg, callbacks = cfg.get("optimizer") or {}, cfg.get("reg") or {}, cfg.get("callbacks") or {}
     scheduler = cfg.get("scheduler") or {}
     fn = scheduler.get("fn") or {}
-    if data.get("num_folds", 0) >= 2 and not data.get("fold", 0) < data["num_folds"]:
-        raise ConfigError(
-            f"data.fold must be in [0, {data['num_folds']}), got {data['fold']}; e.g. data.fold={data['num_folds'] - 1}"
-        )
+    folds, fold = data.get("num_folds") or 0, data.get("fold") or 0
+    if folds >= 2 and not fold < folds:
+        raise ConfigError(f"data.fold must be in [0, {folds}), got {fold}; e.g. data.fold={folds - 1}")
     no_val = "needs a validation split; set data.val_size > 0 (e.g. data.val_size=0.1)"
     if not _has_validation(data, trainer):
         if reg.get("early_stopping_patience"):
@@ -445,23 +443,16 @@ def _check_combinations(cfg: dict[str, Any]) -> list[str]:
     return _lbfgs_warnings(optimizer, reg, cfg.get("aug") or {}, cfg.get("model") or {})
 
 
+# reg knobs that make the loss random from one evaluation to the next (value that means "off")
+RANDOM_REG = {"dropout": 0, "input_dropout": 0, "spatial_dropout": 0, "dropconnect": 0, "fmp": False,
+              "stochastic_depth": 1, "input_noise": 0, "weight_noise": 0, "gradient_noise": 0}  # fmt: skip
+
+
 def _lbfgs_warnings(optimizer: dict, reg: dict, aug: dict, model: dict) -> list[str]:
     if optimizer.get("_target_") != LBFGS:
         return []
     random_knobs = [f"model.{k}" for k in ("dropout", "input_dropout", "spatial_dropout") if model.get(k)]
-    random_knobs += [
-        f"reg.{k}"
-        for k in (
-            "dropout",
-            "input_dropout",
-            "spatial_dropout",
-            "dropconnect",
-            "input_noise",
-            "weight_noise",
-            "gradient_noise",
-        )
-        if reg.get(k)
-    ]
+    random_knobs += [f"reg.{k}" for k, off in RANDOM_REG.items() if reg.get(k, off) != off]
     defaults = {f.name: f.default for f in fields(AugmentConfig)}
     random_knobs += [f"aug.{k}" for k, v in aug.items() if k in defaults and v != defaults[k]]
     if not random_knobs:
