@@ -356,3 +356,11 @@ def test_a_seed_beyond_numpys_range_trains_like_its_folded_seed(make_cfg):
     big = train(make_cfg(f"seed={2**32 + 7}", "model=mlp", "model.width=32", subdir="big"))
     folded = train(make_cfg("seed=7", "model=mlp", "model.width=32", subdir="folded"))
     assert big["metrics"] == folded["metrics"]
+
+
+def test_a_schedule_too_short_for_its_phases_is_a_config_error(make_cfg):
+    from ablate.run import train
+
+    # 256 images / 64 = 4 steps: OneCycleLR's warm-up of 25% rounds to zero steps (torch divides by zero).
+    with pytest.raises(ConfigError, match=r"^scheduler: the run is too short for this schedule \(4 steps\); raise"):
+        train(make_cfg("scheduler=onecycle", "model=mlp", "data.batch_size=64"))
