@@ -173,11 +173,15 @@ def test_hostile_override_is_one_line_naming_the_fix(overrides, expected, tmp_pa
     assert "\n" not in line and "; " in line  # `<what is wrong>; <what to do>`
 
 
-@pytest.mark.parametrize("path_kind", ["missing", "folder", "text", "empty"])
+@pytest.mark.parametrize("path_kind", ["missing", "folder", "text", "empty", "device"])
 def test_ckpt_path_that_is_not_a_checkpoint(path_kind, tmp_path):
-    path = {"missing": tmp_path / "nope.ckpt", "folder": tmp_path, "text": tmp_path / "notes.txt"}.get(
-        path_kind, tmp_path / "empty.ckpt"
-    )
+    path = {
+        "missing": tmp_path / "nope.ckpt",
+        "folder": tmp_path,
+        "text": tmp_path / "notes.txt",
+        "empty": tmp_path / "empty.ckpt",
+        "device": Path("/dev/null"),
+    }[path_kind]
     if path_kind in ("text", "empty"):
         path.write_text("not a checkpoint\n" if path_kind == "text" else "")
     line = first_error([f"ckpt_path={path}"], tmp_path / "run")
@@ -364,3 +368,11 @@ def test_a_schedule_too_short_for_its_phases_is_a_config_error(make_cfg):
     # 256 images / 64 = 4 steps: OneCycleLR's warm-up of 25% rounds to zero steps (torch divides by zero).
     with pytest.raises(ConfigError, match=r"^scheduler: the run is too short for this schedule \(4 steps\); raise"):
         train(make_cfg("scheduler=onecycle", "model=mlp", "data.batch_size=64"))
+
+
+def test_lbfgs_trains_a_conv_model(make_cfg):
+    from ablate.run import train
+
+    # channels_last conv weights cannot be flattened with .view(-1), which torch's LBFGS does: NCHW is kept for it.
+    summary = train(make_cfg("optimizer=lbfgs", "model=convnet", "data.batch_size=320"))
+    assert summary["metrics"]["train/loss"] == summary["metrics"]["train/loss"]

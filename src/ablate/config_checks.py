@@ -42,6 +42,10 @@ def check_optimization(
             ) from None
 
 
+def is_lbfgs(optimizer: Callable[..., torch.optim.Optimizer]) -> bool:
+    return getattr(optimizer, "func", None) is torch.optim.LBFGS
+
+
 def optimizer_stepping(cfg: DictConfig, optimizer: Callable[..., torch.optim.Optimizer]) -> dict[str, Any]:
     """The module's clipping and accumulation settings, read from the Lightning names under ``trainer``."""
     trainer = cfg.trainer
@@ -54,7 +58,7 @@ def optimizer_stepping(cfg: DictConfig, optimizer: Callable[..., torch.optim.Opt
         raise ConfigError(f"trainer.gradient_clip_algorithm must be 'norm' or 'value', got {algorithm!r}")
     if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
         raise ConfigError(f"trainer.accumulate_grad_batches must be an integer >= 1, got {accumulate!r}")
-    if accumulate > 1 and getattr(optimizer, "func", None) is torch.optim.LBFGS:
+    if accumulate > 1 and is_lbfgs(optimizer):
         raise ConfigError(
             "optimizer=lbfgs re-evaluates its closure; use a larger data.batch_size instead of "
             "trainer.accumulate_grad_batches"

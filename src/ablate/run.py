@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.cli import hydra_overrides
-from ablate.config_checks import check_optimization, optimizer_stepping
+from ablate.config_checks import check_optimization, is_lbfgs, optimizer_stepping
 from ablate.data.augment import build_augment
 from ablate.errors import AblateError, ConfigError, DivergedError
 from ablate.history import History
@@ -159,7 +159,8 @@ def train(
         seed=seed,
         decay_bias_and_norm=bool(cfg.decay_bias_and_norm),
         label_smoothing=reg.label_smoothing,
-        channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3,
+        # torch's LBFGS flattens gradients with .view(-1), which NHWC (channels_last) conv weights do not allow.
+        channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3 and not is_lbfgs(optimizer),
         nan_check_every=int(cfg.nan_check_every),
         run_config=run_config,
         augment=augment,

@@ -385,8 +385,10 @@ def _check_ckpt_path(path: str | None) -> None:
         inside = next((p for p in (ckpt / "checkpoints" / "last.ckpt", ckpt / "last.ckpt") if p.is_file()), None)
         hint = f"ckpt_path={inside}" if inside else "pass a checkpoint file, e.g. <run dir>/checkpoints/last.ckpt"
         raise ConfigError(f"ckpt_path={path} is a folder, not a checkpoint; use {hint}")
-    if not ckpt.is_file():
+    if not ckpt.exists():
         raise ConfigError(f"ckpt_path={path} does not exist; pass a run's checkpoints/last.ckpt")
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt_path={path} is not a file; pass a run's checkpoints/last.ckpt")
     if not zipfile.is_zipfile(ckpt):  # torch.save writes a zip archive
         raise ConfigError(f"ckpt_path={path} is not a checkpoint (not a torch.save archive); pass a .ckpt file")
 
@@ -458,6 +460,7 @@ def _lbfgs_warnings(optimizer: dict, reg: dict, aug: dict, model: dict) -> list[
     if not random_knobs:
         return []
     return [
-        f"optimizer=lbfgs assumes a deterministic loss, but {', '.join(random_knobs)} make each closure call differ "
-        "(the line search and curvature pairs become noise); turn them off for L-BFGS"
+        f"optimizer=lbfgs assumes a deterministic loss, but {', '.join(random_knobs)} "
+        f"{'make' if len(random_knobs) > 1 else 'makes'} each closure call differ (the line search and curvature "
+        "pairs become noise); turn them off for L-BFGS"
     ]
