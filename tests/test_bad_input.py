@@ -376,3 +376,12 @@ def test_lbfgs_trains_a_conv_model(make_cfg):
     # channels_last conv weights cannot be flattened with .view(-1), which torch's LBFGS does: NCHW is kept for it.
     summary = train(make_cfg("optimizer=lbfgs", "model=convnet", "data.batch_size=320"))
     assert summary["metrics"]["train/loss"] == summary["metrics"]["train/loss"]
+
+
+def test_evaluate_py_reports_hydra_errors_in_one_line(tmp_path):
+    proc = run_cli(["nope=1"], tmp_path, script="evaluate.py")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: nope is not a key of the config (Key 'nope' is not in struct); check the spelling "
+        "(python evaluate.py --cfg job lists the keys), or add a new key with +nope=1"
+    ]

@@ -105,12 +105,13 @@ def run_hydra(hydra_main: Callable[[], Any]) -> None:
         if getattr(err, _IN_TASK, False):
             raise
         cause = err.__cause__ or err.__context__
-        line = str(cause) if isinstance(cause, AblateError) else hydra_error_line(err)  # e.g. from a resolver
+        script = os.path.basename(sys.argv[0]) or "train.py"
+        line = str(cause) if isinstance(cause, AblateError) else hydra_error_line(err, script)  # e.g. a resolver
         print(f"error: {line}", file=sys.stderr)
         sys.exit(ConfigError.exit_code)
 
 
-def hydra_error_line(err: BaseException) -> str:
+def hydra_error_line(err: BaseException, script: str = "train.py") -> str:
     """One line with a hint for an error Hydra raised while parsing overrides or composing the config."""
     text = str(err)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -126,20 +127,20 @@ def hydra_error_line(err: BaseException) -> str:
     if missing:
         group, option = missing.groups()
         options = [line for line in lines if "=" not in line and ":" not in line and line != group]
-        known = f"choose one of {', '.join(options)}" if options else f"see python train.py --help for {group} options"
+        known = f"choose one of {', '.join(options)}" if options else f"see python {script} --help for {group} options"
         return f"{group}={option} is not an option of {group}; {known}"
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         key = unknown.group(1)
         plus = next((line.split("use ", 1)[1] for line in lines if "use +" in line), f"+{key}=...")
         return (
-            f"{key} is not a key of the config ({cause_line}); check the spelling (python train.py --cfg job lists "
+            f"{key} is not a key of the config ({cause_line}); check the spelling (python {script} --cfg job lists "
             f"the keys), or add a new key with {plus}"
         )
     merging = re.search(r"Error merging override (\S+)", text)
     if merging and cause_line:
         key = getattr(cause, "full_key", None) or merging.group(1).split("=", 1)[0]
-        return f"{merging.group(1)}: {cause_line}; give {key} a value of its type (python train.py --cfg job)"
+        return f"{merging.group(1)}: {cause_line}; give {key} a value of its type (python {script} --cfg job)"
     if isinstance(err, OmegaConfBaseException):
         key = getattr(err, "full_key", None) or "a value"
         return f"{key} cannot be resolved ({lines[0] if lines else type(err).__name__}); fix or remove the ${{...}}"
@@ -147,6 +148,6 @@ def hydra_error_line(err: BaseException) -> str:
     if "Ambiguous value" in what:  # Hydra's text already lists the three fixes
         return what.replace(" 1. ", "; 1. ", 1)
     return (
-        f"{what}{f' ({cause_line})' if cause_line else ''}; check the override against python train.py --cfg job "
+        f"{what}{f' ({cause_line})' if cause_line else ''}; check the override against python {script} --cfg job "
         "(keys) and --help (options)"
     )
