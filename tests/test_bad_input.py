@@ -114,7 +114,6 @@ FUZZ: list[tuple[list[str], str]] = [
     (["reg=early_stopping", "data.val_size=0"], "reg.early_stopping needs a validation split"),
     (["callbacks=early_stopping", "trainer.limit_val_batches=0"], "needs a validation split"),
     (["callbacks=early_stopping", "callbacks.early_stopping.mode=max"], "callbacks.early_stopping.mode=max contra"),
-    (["callbacks.model_checkpoint.mode=min"], "callbacks.model_checkpoint.mode=min contradicts monitor val/acc"),
     (["callbacks.model_checkpoint.monitor=val/f1"], "callbacks.model_checkpoint.monitor must be one of val/loss"),
     (["callbacks=early_stopping", "callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience must"),
     # run keys
@@ -245,6 +244,15 @@ def test_numeric_strings_from_the_environment_are_coerced(tmp_path, monkeypatch)
     assert OmegaConf.to_container(cfg.scheduler, resolve=True)["fn"]["max_lr"] == 0.02  # onecycle follows lr
 
 
+def test_a_checkpoint_mode_against_its_metric_is_a_warning(tmp_path):
+    # Training is unaffected, only the "best" pick is inverted (a test device elsewhere: best = the first epoch).
+    warnings = validate(compose_config(["callbacks.model_checkpoint.mode=min"], tmp_path))
+    assert warnings == [
+        "callbacks.model_checkpoint.mode=min contradicts monitor val/acc (lower loss / higher acc is better); use "
+        "callbacks.model_checkpoint.mode=max (the 'best' checkpoint is the worst epoch)"
+    ]
+
+
 def test_lbfgs_with_dropout_or_augmentation_is_a_one_line_warning(tmp_path):
     assert validate(compose_config(["optimizer=lbfgs"], tmp_path)) == []
     for extra, named in (["reg=dropout"], "reg.dropout"), (["aug=flip_crop"], "aug.flip, aug.crop_padding"):
@@ -339,10 +347,11 @@ def test_bad_job_in_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
     proc = run_cli(["-m", *FAST, "optimizer.lr=abc,-1", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [
+    assert errors[:2] == [
         "error: optimizer.lr must be a positive number, got 'abc'; e.g. optimizer.lr=0.01",
         "error: optimizer.lr must be a positive number, got -1; e.g. optimizer.lr=0.01",
     ]
+    assert proc.returncode != 0 and "2 of 2 sweep jobs did not complete" in errors[-1]  # ablate.sweep's recap
     assert [read_results(sweep / job)["status"] for job in ("0", "1")] == ["failed", "failed"]
 
 

@@ -383,8 +383,8 @@ def _check_ckpt_path(path: str | None) -> None:
     ckpt = Path(path)
     if ckpt.is_dir():
         inside = next((p for p in (ckpt / "checkpoints" / "last.ckpt", ckpt / "last.ckpt") if p.is_file()), None)
-        hint = f"ckpt_path={inside}" if inside else "pass a checkpoint file, e.g. <run dir>/checkpoints/last.ckpt"
-        raise ConfigError(f"ckpt_path={path} is a folder, not a checkpoint; use {hint}")
+        hint = f"use ckpt_path={inside}" if inside else "pass a checkpoint file, e.g. <run dir>/checkpoints/last.ckpt"
+        raise ConfigError(f"ckpt_path={path} is a folder, not a checkpoint; {hint}")
     if not ckpt.exists():
         raise ConfigError(f"ckpt_path={path} does not exist; pass a run's checkpoints/last.ckpt")
     if not ckpt.is_file():
@@ -422,13 +422,18 @@ def _check_combinations(cfg: dict[str, Any]) -> list[str]:
     pairs = [(f"callbacks.{name}.mode", node.get("monitor"), node.get("mode")) for name, node in nodes.items()]
     if fn.get("_target_") == PLATEAU:
         pairs.append(("scheduler.fn.mode", scheduler.get("monitor"), fn.get("mode")))
+    warnings = []
     for mode_key, monitor, mode in pairs:
         wanted = "min" if str(monitor).endswith("loss") else "max" if str(monitor).endswith("acc") else None
         if monitor and mode and wanted and mode != wanted:
-            raise ConfigError(
+            message = (
                 f"{mode_key}={mode} contradicts monitor {monitor} (lower loss / higher acc is better); "
                 f"use {mode_key}={wanted}"
             )
+            if mode_key != "callbacks.model_checkpoint.mode":
+                raise ConfigError(message)
+            # Training itself is unaffected; only which checkpoint is called "best" (and tested) is inverted.
+            warnings.append(f"{message} (the 'best' checkpoint is the worst epoch)")
     for key, value in trainer.items():
         if key.startswith("limit_") and isinstance(value, float) and value > 1:
             raise ConfigError(
@@ -442,7 +447,7 @@ def _check_combinations(cfg: dict[str, Any]) -> list[str]:
         )
     if optimizer.get("nesterov") and not optimizer.get("momentum"):
         raise ConfigError("optimizer.nesterov=true needs optimizer.momentum > 0; e.g. optimizer.momentum=0.9")
-    return _lbfgs_warnings(optimizer, reg, cfg.get("aug") or {}, cfg.get("model") or {})
+    return warnings + _lbfgs_warnings(optimizer, reg, cfg.get("aug") or {}, cfg.get("model") or {})
 
 
 # reg knobs that make the loss random from one evaluation to the next (value that means "off")

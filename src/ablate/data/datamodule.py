@@ -96,7 +96,7 @@ class DataModule(L.LightningDataModule):
         if self.name == "synthetic":
             raw = make_synthetic(**self.synthetic)
         else:
-            Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+            self._check_data_dir()
             raw = SOURCES[self.name](self.data_dir, download=self.download)
         self.raw = raw
         self._check_sizes(raw)
@@ -119,6 +119,17 @@ class DataModule(L.LightningDataModule):
         # Per-channel statistics of the images actually trained on, applied per batch on device.
         pixels = self.x_train.transpose(0, 1).reshape(self.x_train.shape[1], -1).float().div_(255)
         self.mean, self.std = pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-3)
+
+    def _check_data_dir(self) -> None:
+        """A regular file where a folder should be is an error; the folder is created only to download into."""
+        root = Path(self.data_dir)
+        for part in (root, *root.parents):
+            if part.exists():
+                if not part.is_dir():
+                    raise ConfigError(f"data.data_dir {root}: {part} is a file, not a folder; set data.data_dir")
+                break
+        if self.download and self.name != "digits":
+            root.mkdir(parents=True, exist_ok=True)
 
     def setup(self, stage: str) -> None:
         self.prepare()

@@ -17,6 +17,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
+    LambdaLR,
     LinearLR,
     LRScheduler,
     SequentialLR,
@@ -56,6 +57,45 @@ def warmup_cosine(
         ],
         milestones=[warmup],
     )
+
+
+def swa_start_index(swa_start: float | int, total: int) -> int:
+    """SWA's first averaged epoch (0-based): a fraction in (0, 1) of ``total``, or an index (int >= 0)."""
+    if isinstance(swa_start, bool) or not isinstance(swa_start, (int, float)):
+        raise ConfigError(f"ensemble.swa_start must be a fraction in (0, 1) or an epoch index, got {swa_start!r}")
+    if isinstance(swa_start, float):
+        if not 0.0 < swa_start < 1.0:
+            raise ConfigError(f"ensemble.swa_start as a fraction must be in (0, 1), got {swa_start}")
+        return int(swa_start * total)
+    if not 0 <= swa_start < total:
+        raise ConfigError(f"ensemble.swa_start={swa_start} must be an epoch index in [0, {total}); or a fraction")
+    return swa_start
+
+
+def swa(
+    optimizer: Optimizer, total_steps: int, swa_start: float | int = 0.75, swa_lr: float | None = None
+) -> LRScheduler:
+    """The SWA schedule of Izmailov et al. 2018 (their code's ``schedule``), in ``interval`` units (epochs for
+    ``ensemble=swa``): the base LR for the first half of the pre-SWA phase, a linear decay to ``swa_lr`` until 90% of
+    it, then ``swa_lr`` constant through the averaging phase. ``swa_lr=None``: half of each group's base LR.
+    """
+    start = max(swa_start_index(swa_start, total_steps), 1)
+    if swa_lr is not None and not swa_lr > 0:
+        raise ConfigError(f"ensemble.swa_lr must be > 0 (or null for half the base LR), got {swa_lr}")
+
+    def factor(ratio: float) -> Callable[[int], float]:
+        def schedule(t: int) -> float:
+            x = t / start
+            if x <= 0.5:
+                return 1.0
+            if x <= 0.9:
+                return 1.0 - (1.0 - ratio) * (x - 0.5) / 0.4
+            return ratio
+
+        return schedule
+
+    ratios = [swa_lr / group["lr"] if swa_lr is not None else 0.5 for group in optimizer.param_groups]
+    return LambdaLR(optimizer, [factor(r) for r in ratios])
 
 
 def build_scheduler(

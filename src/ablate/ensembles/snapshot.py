@@ -1,0 +1,77 @@
+"""Snapshot ensembles (Huang et al. 2017): keep the weights at the end of each cosine cycle of one run.
+
+The paper's schedule is alpha(t) = alpha0 / 2 * (cos(pi * mod(t - 1, ceil(T / M)) / ceil(T / M)) + 1) over
+iterations t = 1..T with M cycles (``ablate.optim.schedulers.snapshot``); cycle k ends at iteration k * ceil(T / M),
+the iteration trained with the cycle's smallest LR, and that is where a snapshot is taken. The NoCycle baseline
+(``ensemble=nocycle``) takes snapshots at the same iterations of a standard schedule.
+
+Lightning has no snapshot callback; this one only saves state dicts at those steps (no per-step work beyond one
+integer comparison).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+
+def snapshot_steps(total_steps: int, cycles: int) -> list[int]:
+    """The optimizer steps (1-based iterations) after which snapshots are taken: k * ceil(T / M), k = 1..M.
+
+    When M does not divide T the last cycle is cut short by the end of the run; its snapshot is the final weights.
+    """
+    if cycles < 1 or total_steps < 1:
+        raise ValueError(f"need cycles >= 1 and total_steps >= 1, got {cycles}, {total_steps}")
+    length = math.ceil(total_steps / cycles)
+    return sorted({min(k * length, total_steps) for k in range(1, cycles + 1)})
+
+
+class SnapshotCollector(L.Callback):
+    """Saves ``<dirpath>/snapshot_<k>.pt`` (the module's state dict, tensors only) at the end of each cycle.
+
+    A snapshot file has the keys of a checkpoint's ``state_dict`` (``model.*`` plus the input normalization), so it
+    loads with ``torch.load(weights_only=True)`` and evaluates like a checkpoint. The steps and file paths taken so far
+    are the callback's checkpoint state, so a resumed run continues the list.
+    """
+
+    def __init__(self, dirpath: str | Path, cycles: int, members: int | None = None) -> None:
+        self.dirpath, self.cycles, self.members = Path(dirpath), int(cycles), members
+        self.steps: list[int] = []  # set at fit start from the run length (optimizer steps)
+        self.taken: dict[int, str] = {}  # optimizer step -> snapshot file
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The same run length the scheduler's `total_steps` came from (accumulation counted).
+        total = pl_module._optimizer_steps() if hasattr(pl_module, "_optimizer_steps") else trainer.max_steps
+        self.steps = snapshot_steps(int(total), self.cycles)
+        self._pending = set(self.steps) - set(self.taken)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step  # optimizer steps taken so far (per step, not per batch, under accumulation)
+        if step in self._pending:
+            self._pending.discard(step)
+            self.take(trainer, pl_module, step)
+
+    def take(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        k = self.steps.index(step) + 1
+        path = self.dirpath / f"snapshot_{k}.pt"
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            state = {name: t.detach().cpu().clone() for name, t in pl_module.state_dict().items()}
+            torch.save(state, path)
+        self.taken[step] = str(path)
+
+    def paths(self) -> list[str]:
+        """Snapshot files in the order taken (cycle 1 first)."""
+        return [self.taken[s] for s in sorted(self.taken)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": list(self.steps), "taken": {int(k): v for k, v in self.taken.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.taken = {int(k): str(v) for k, v in state_dict.get("taken", {}).items()}

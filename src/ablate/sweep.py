@@ -1,0 +1,67 @@
+"""A sweep's exit code tells the truth: non-zero when any job failed, diverged or was interrupted.
+
+Hydra's basic launcher runs the jobs in this process, and each job's ``ablate.run.main`` records its status in
+``results.json`` and returns (a failed job does not stop the sweep). ``SweepExitCode`` reads those files after
+the last job (``on_multirun_end``, so it works for any launcher whose jobs write into the sweep folder) and
+``train.py`` exits with ``exit_code()`` once Hydra returns: after every recap printed by other callbacks, whatever
+the callbacks' order. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from ablate.results import effective_status, load_results
+
+_EXIT_CODE = 0
+
+
+def job_statuses(sweep_dir: str | Path) -> dict[str, str]:
+    """{job folder name: effective status} for every job of a sweep that wrote a results.json."""
+    statuses = {}
+    for path in sorted(Path(sweep_dir).glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+        try:
+            statuses[path.parent.name] = effective_status(load_results(path))
+        except (OSError, ValueError):
+            statuses[path.parent.name] = "unreadable"
+    return statuses
+
+
+def describe(statuses: dict[str, str]) -> str:
+    return ", ".join(f"job {job} {status}" for job, status in statuses.items()) or "none"
+
+
+def interrupted_message(sweep_dir: str | Path, signum: int) -> str:
+    import signal
+
+    statuses = job_statuses(sweep_dir)
+    return (
+        f"sweep interrupted by {signal.Signals(signum).name}: jobs that ran: {describe(statuses)}; "
+        f"later jobs did not start ({sweep_dir})"
+    )
+
+
+def exit_code() -> int:
+    """1 when the last sweep of this process had a job that did not complete, else 0."""
+    return _EXIT_CODE
+
+
+class SweepExitCode(Callback):
+    """Hydra callback: after a sweep, remember (and say) whether every job completed."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        global _EXIT_CODE
+        sweep_dir = config.hydra.sweep.dir
+        statuses = job_statuses(sweep_dir)
+        bad = {job: s for job, s in statuses.items() if s != "completed"}
+        _EXIT_CODE = 1 if bad else 0
+        if bad:
+            print(
+                f"error: {len(bad)} of {len(statuses)} sweep jobs did not complete ({describe(bad)}); "
+                f"see {sweep_dir}/<job>/results.json",
+                file=sys.stderr,
+            )
