@@ -394,3 +394,28 @@ def test_evaluate_py_reports_hydra_errors_in_one_line(tmp_path):
         "error: nope is not a key of the config (Key 'nope' is not in struct); check the spelling "
         "(python evaluate.py --cfg job lists the keys), or add a new key with +nope=1"
     ]
+
+
+def test_run_hydra_reports_errors_before_the_task_and_leaves_the_tasks_own(monkeypatch, capsys):
+    from omegaconf.errors import InterpolationResolutionError
+
+    from ablate.cli import run_hydra, task
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # restored afterwards; run_hydra sets it to 1
+
+    def resolver_fails() -> None:  # e.g. a run-folder resolver in hydra.run.dir, before the task runs
+        try:
+            raise ConfigError("run folder /x is a file; pick a folder")
+        except ConfigError as err:
+            raise InterpolationResolutionError("resolver failed") from err
+
+    with pytest.raises(SystemExit) as info:
+        run_hydra(resolver_fails)
+    assert info.value.code == 2 and capsys.readouterr().err == "error: run folder /x is a file; pick a folder\n"
+
+    @task
+    def buggy(cfg):  # a bug inside the task keeps its traceback
+        raise InterpolationResolutionError("a bug")
+
+    with pytest.raises(InterpolationResolutionError):
+        run_hydra(lambda: buggy(None))

@@ -101,14 +101,14 @@ def run_hydra(hydra_main: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing, so the error can be one line here
     try:
         hydra_main()
-    except (HydraException, OmegaConfBaseException) as err:
+    except (HydraException, OmegaConfBaseException, AblateError) as err:
         if getattr(err, _IN_TASK, False):
             raise
-        cause = err.__cause__ or err.__context__
+        cause = err if isinstance(err, AblateError) else err.__cause__ or err.__context__
         script = os.path.basename(sys.argv[0]) or "train.py"
         line = str(cause) if isinstance(cause, AblateError) else hydra_error_line(err, script)  # e.g. a resolver
         print(f"error: {line}", file=sys.stderr)
-        sys.exit(ConfigError.exit_code)
+        sys.exit(cause.exit_code if isinstance(cause, AblateError) else ConfigError.exit_code)
 
 
 def hydra_error_line(err: BaseException, script: str = "train.py") -> str:
