@@ -308,11 +308,16 @@ try:
     validate(cfg)
 except Exception as err:
     print(err)
+try:
+    check_job(cfg)  # the CLI's failure path: one line, a failed results.json, exit 2
+except SystemExit as exit_info:
+    assert exit_info.code == 2
 assert "torch" not in sys.modules, "validation imported torch"
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("optimizer.lr must be a positive number, got 'abc'")
+    assert read_results(tmp_path)["status"] == "failed"
 
 
 # -- as a user meets them: real processes --------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def _record_failure(cfg: DictConfig, overrides: list[str], message: str) -> Path
         config = resolve(cfg)
     except ConfigError:
         config = OmegaConf.to_container(cfg, resolve=False)  # type: ignore[assignment]
-    from ablate.results import RunRecord  # imports torch (~1.5 s); only on this failure path
+    from ablate.results import RunRecord  # torch-free too
 
     record = RunRecord(output_dir, config, overrides, seed=config.get("seed"))  # type: ignore[union-attr]
     record.finish("failed", message)
