@@ -15,8 +15,8 @@ def test_help_lists_groups_and_options(tmp_path):
         "scheduler: cosine, cyclic, exponential, multistep, none, onecycle, plateau, snapshot, step, swa, "
         "warmup_cosine",
         "ensemble: ema, nocycle, none, snapshot, swa",
-        "data: cifar10, cifar100, digits, fashion_mnist, mnist, synthetic",
-        "model: convnet, fmpnet, mlp, resnet",
+        "data: cifar10, cifar100, digits, fashion_mnist, imagefolder, mnist, synthetic",
+        "model: convnet, fmpnet, mlp, resnet, transfer",
         "init: default, he_normal, he_uniform, orthogonal, xavier_normal, xavier_uniform",
     ):
         assert line in out

@@ -89,6 +89,8 @@ def load_member(candidate: Candidate, weights: str | None, device: torch.device,
     if key not in data_cache:
         data_cache[key] = build_datamodule(cfg)
     datamodule = data_cache[key]
+    if "init_from" in cfg.model or "pretrained" in cfg.model:  # model=transfer: the checkpoint holds every weight
+        cfg.model.init_from, cfg.model.pretrained = None, False
     model = build_model(cfg, datamodule, reg, _typed(cfg.get("init"), InitConfig))
     state = checkpoint["state_dict"]
     module = ClassifierModule(

@@ -18,7 +18,7 @@ from torch import nn
 from ablate.errors import DivergedError
 from ablate.evaluation import average_probabilities, classification_metrics
 from ablate.metrics import ClassificationStats
-from ablate.optim import build_scheduler, param_groups
+from ablate.optim import build_scheduler, param_groups, scale_group_lrs
 from ablate.regularization import StepRegularizers
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -40,6 +40,7 @@ class ClassifierModule(L.LightningModule):
         std: torch.Tensor,
         seed: int = 0,
         decay_bias_and_norm: bool = False,
+        backbone_lr_scale: float = 1.0,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         nan_check_every: int = 25,
@@ -64,6 +65,7 @@ class ClassifierModule(L.LightningModule):
         self.scheduler_interval = scheduler["interval"] if scheduler else None
         self.scheduler_monitor = (scheduler.get("monitor") or "") if scheduler else ""
         self.seed, self.decay_bias_and_norm = seed, decay_bias_and_norm
+        self.backbone_lr_scale = backbone_lr_scale  # transfer learning: the backbone's groups get lr * scale
         self.label_smoothing, self.channels_last, self.nan_check_every = label_smoothing, channels_last, nan_check_every
         self.run_config = run_config or {}
         self.augment = augment
@@ -287,7 +289,8 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         # LBFGS takes a single parameter group (and has no weight decay to exempt anything from).
         single_group = self.decay_bias_and_norm or getattr(self.optimizer_factory, "func", None) is torch.optim.LBFGS
-        optimizer = self.optimizer_factory(param_groups(self.model, single_group))
+        optimizer = self.optimizer_factory(param_groups(self.model, single_group, self.backbone_lr_scale))
+        scale_group_lrs(optimizer)
         if not self.scheduler_config:
             return optimizer
         cfg = self.scheduler_config

@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -54,23 +55,31 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def effective_status(record: dict[str, Any], now: float | None = None) -> str:
+def heartbeat_time(value: Any) -> float | None:
+    """``heartbeat_at`` as Unix seconds: ISO text (what runs write) or a number; None when absent or unreadable."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def effective_status(record: dict[str, Any], now: float | None = None, stale_after: float = STALE_AFTER_S) -> str:
     """The status a reader should believe: a ``running`` record whose process is gone is ``interrupted``.
 
-    Gone means: same host and the pid is dead, or the heartbeat is older than ``STALE_AFTER_S``. Records written
+    Gone means: same host and the pid is dead, or the heartbeat is older than ``stale_after`` seconds. Records written
     before heartbeats existed (no ``heartbeat_at``) keep what they say.
     """
     status = record.get("status", "running")
     if status != "running":
         return status
     now = time.time() if now is None else now
-    beat = record.get("heartbeat_at")
-    if beat is not None:
-        try:
-            if now - time.mktime(time.strptime(beat, TIME_FORMAT)) > STALE_AFTER_S:
-                return "interrupted"
-        except ValueError:
-            pass
+    beat = heartbeat_time(record.get("heartbeat_at"))
+    if beat is not None and now - beat > stale_after:
+        return "interrupted"
     pid, host = record.get("pid"), record.get("host")
     if pid is not None and host == socket.gethostname() and not pid_alive(int(pid)):
         return "interrupted"

@@ -23,21 +23,24 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ablate import resume as resuming
 from ablate.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from ablate.cli import hydra_overrides
 from ablate.config_checks import check_optimization, is_lbfgs, optimizer_stepping
+from ablate.console import quiet_lightning
 from ablate.data.augment import build_augment
 from ablate.ensembles import build_callbacks as build_ensemble_callbacks
 from ablate.ensembles import ensemble_metrics, ensemble_summary
 from ablate.errors import AblateError, ConfigError, DivergedError
+from ablate.finetune import finetune_callbacks, pop_backbone_lr_scale
 from ablate.history import History
 from ablate.interrupt import STATE as SIGNALS
 from ablate.interrupt import RunInterrupted, StopAtSafePoint
 from ablate.interrupt import install as install_signal_handlers
 from ablate.interrupt import restore as restore_signal_handlers
+from ablate.loggers import log_final_hparams
 from ablate.models.init import apply_init
 from ablate.module import ClassifierModule
 from ablate.profiling import NullProfiler
@@ -45,6 +48,7 @@ from ablate.regularization import StepRegularizers, apply_dropconnect, check_reg
 from ablate.results import RunRecord
 from ablate.rundir import check_folder
 from ablate.schema import AugmentConfig, InitConfig, RegConfig
+from ablate.sweeps import check_objective, divide_threads, objective
 from ablate.validate import effective_seed, validate
 
 
@@ -125,6 +129,7 @@ for _pattern in (
     ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run continues its own checkpoints
 ):
     warnings.filterwarnings("ignore", message=_pattern)
+quiet_lightning()
 
 
 def train(
@@ -144,6 +149,8 @@ def train(
         record.update(warnings=config_warnings)
     if record is not None and seed != cfg.seed:
         record.update(effective_seed=seed)  # any integer is a seed; this one is what numpy/torch received
+    check_objective(cfg)
+    torch_threads = divide_threads(cfg)  # jobs running at once share the cores (hydra/launcher=joblib)
     reg, aug_cfg, init_cfg = _typed(cfg.reg, RegConfig), _typed(cfg.aug, AugmentConfig), _typed(cfg.init, InitConfig)
     check_reg(reg)
     ensemble_callbacks = build_ensemble_callbacks(cfg)  # [] for ensemble=none: nothing runs per step
@@ -152,6 +159,10 @@ def train(
 
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule, reg, init_cfg)
+    if getattr(model, "backbone_args", None) and not cfg.model.get("backbone_args"):
+        # A backbone read from model.init_from's run: record it, so the checkpoint alone rebuilds this model.
+        with open_dict(cfg):
+            cfg.model.backbone_args = model.backbone_args
     if reg.input_noise:
         if aug_cfg.noise_std:
             raise ConfigError("reg.input_noise and aug.noise_std are the same technique; set only one")
@@ -164,7 +175,9 @@ def train(
             "interval": cfg.scheduler.get("interval", "epoch"),
             "monitor": cfg.scheduler.get("monitor"),
         }
-    optimizer = _instantiate(cfg.optimizer, "optimizer")
+    optimizer_node, backbone_lr_scale = pop_backbone_lr_scale(cfg.optimizer)
+    optimizer = _instantiate(optimizer_node, "optimizer")
+    finetuning = finetune_callbacks(model, cfg, backbone_lr_scale, scheduler)  # model=transfer's strategies
     stepping = optimizer_stepping(cfg, optimizer)
     steps_per_epoch = math.ceil(len(datamodule.train_dataloader()) / stepping["accumulate_grad_batches"])
     check_optimization(cfg, model, optimizer, scheduler, steps_per_epoch=steps_per_epoch)
@@ -177,6 +190,7 @@ def train(
         std=datamodule.std,
         seed=seed,
         decay_bias_and_norm=bool(cfg.decay_bias_and_norm),
+        backbone_lr_scale=backbone_lr_scale,
         label_smoothing=reg.label_smoothing,
         # torch's LBFGS flattens gradients with .view(-1), which NHWC (channels_last) conv weights do not allow.
         channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3 and not is_lbfgs(optimizer),
@@ -198,7 +212,13 @@ def train(
     trainer: L.Trainer = _instantiate(
         cfg.trainer,
         "trainer",
-        callbacks=[*_build_callbacks(cfg, has_val), *ensemble_callbacks, *extra_callbacks, StopAtSafePoint()],
+        callbacks=[
+            *_build_callbacks(cfg, has_val),
+            *finetuning,
+            *ensemble_callbacks,
+            *extra_callbacks,
+            StopAtSafePoint(),
+        ],
         logger=loggers or False,
         # Atomic same-folder writes with a sha256 beside each checkpoint, verified on every load.
         plugins=[AtomicCheckpointIO()],
@@ -211,7 +231,9 @@ def train(
 
     num_params = sum(p.numel() for p in model.parameters())
     if record is not None:
-        record.update(data=datamodule.summary(), num_params=num_params)
+        record.update(data=datamodule.summary(), num_params=num_params, torch_threads=torch_threads)
+        if hasattr(model, "transfer_summary"):
+            record.update(transfer=model.transfer_summary())
         record.update(versions={**record.data["versions"], "lightning": L.__version__})
 
     fit_start = time.time()
@@ -241,6 +263,7 @@ def train(
         extra, extra_per_class = ensemble_metrics(ensemble_callbacks, module, datamodule, bool(cfg.get("test")), device)
         metrics.update(extra)
         per_class = {**per_class, **extra_per_class}
+    log_final_hparams(trainer.loggers, int(cfg.seed), metrics)
     epochs = trainer.current_epoch
     summary = {
         "metrics": metrics,
@@ -263,13 +286,15 @@ def train(
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     metrics = summary["metrics"]
-    keys = [k for k in ("test/acc", "test/loss", "val/acc_best", "train/acc") if k in metrics]
+    averaged = [f"test/acc_{variant}" for variant in ("snapshot_ens", "ema", "swa")]  # beside the single model
+    keys = [k for k in ("test/acc", *averaged, "test/loss", "val/acc_best", "train/acc") if k in metrics]
     line = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys)
     print(f"\n{line}\nepochs={summary['epochs']}  fit={summary['fit_time_s']:.1f}s  run dir: {run_dir}")
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Entry point for train.py: returns test/acc (for Hydra sweepers) or exits non-zero with a clear message.
+    """Entry point for train.py: returns ``optimized_metric`` (a validation metric, for Hydra sweepers; None when the
+    run failed or diverged inside a sweep) or exits non-zero with a clear message.
 
     Exit codes: 0 completed, 2 bad input (ablate.errors), 3 diverged, 128 + signal when interrupted (130 SIGINT,
     143 SIGTERM). In a sweep, a failed job is recorded and the sweep goes on; an interrupted job ends the sweep.
@@ -374,7 +399,7 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
     if is_rank_zero:
         record.finish("completed")
         _print_summary(summary, output_dir)
-    return summary["metrics"].get("test/acc")
+    return objective(cfg, summary["metrics"])
 
 
 def _keep_metrics_csv(output_dir: Path, attempt: int) -> None:
