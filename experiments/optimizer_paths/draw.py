@@ -180,7 +180,7 @@ def draw(paths: dict[str, dict[str, torch.Tensor]], out: Path) -> None:
     fig.suptitle("Optimizer paths from configs/optimizer/*.yaml (learning rate per function, see README)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=90)
     plt.close(fig)
 
 
