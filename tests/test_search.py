@@ -21,7 +21,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from ablate.errors import ConfigError
-from ablate.sweeps import objective, recap
+from ablate.sweep import recap
+from ablate.sweep_job import objective
 from hydra_plugins.ablate_optuna_sweeper.sweeper import _direction, _parse_space
 from tests.conftest import REPO, compose_config
 
@@ -231,7 +232,7 @@ def test_search_without_multirun_is_an_error() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from ablate.sweeps import check_objective
+    from ablate.sweep_job import check_objective
     from tests.conftest import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

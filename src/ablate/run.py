@@ -48,7 +48,7 @@ from ablate.regularization import StepRegularizers, apply_dropconnect, check_reg
 from ablate.results import RunRecord
 from ablate.rundir import check_folder
 from ablate.schema import AugmentConfig, InitConfig, RegConfig
-from ablate.sweeps import check_objective, divide_threads, objective
+from ablate.sweep_job import check_objective, divide_threads, objective
 from ablate.validate import effective_seed, validate
 
 
