@@ -255,9 +255,11 @@ def test_cli_snapshot_run_writes_ensemble_metrics_and_weights_only_files(tmp_pat
         "ensemble.cycles=2",
         f"hydra.run.dir={run_dir}",
     ]
-    run_cli(args, tmp_path, check=True)
+    proc = run_cli(args, tmp_path, check=True)
     results = read_results(run_dir)
     assert results["status"] == "completed"
+    summary = proc.stdout.strip().splitlines()[-2]  # the single model and the ensemble, side by side
+    assert f"test/acc={results['metrics']['test/acc']:.4f}  test/acc_snapshot_ens=" in summary
     for key in ("test/acc", "test/acc_snapshot_ens", "test/acc_snapshot1", "test/acc_snapshot2"):
         assert key in results["metrics"]
     for path in [*(run_dir / "snapshots").glob("*.pt"), *(run_dir / "checkpoints").glob("*.ckpt")]:

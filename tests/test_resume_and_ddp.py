@@ -31,12 +31,14 @@ RESUME_ARGS = [
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
+def test_run_killed_during_a_checkpoint_write_resumes_in_its_own_folder_to_the_same_metrics(tmp_path):
+    tmpdir = tmp_path / "tmpdir"  # $TMPDIR of every process: must stay empty
+    tmpdir.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmpdir)}
     straight = run_cli([*RESUME_ARGS, f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path, check=True)
     assert straight.returncode == 0
 
     killed_dir = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *RESUME_ARGS, f"hydra.run.dir={killed_dir}"],
         cwd=tmp_path,
@@ -44,25 +46,38 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    last = killed_dir / "checkpoints" / "last.ckpt"
+    checkpoints = killed_dir / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    mid_write = False
     deadline = time.time() + 240
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    while proc.poll() is None and time.time() < deadline:
+        # kill -9 while a checkpoint is being written (its same-folder temporary file exists), once one is saved
+        if last.exists() and any(checkpoints.glob(".*.tmp")):
+            mid_write = True
+            break
+        time.sleep(0.0005)
     proc.send_signal(signal.SIGKILL)  # no chance to clean up: a real crash
     proc.wait()
-    assert last.exists(), "the run ended before writing its first checkpoint"
+    assert mid_write, "the run ended before a checkpoint write could be interrupted"
     killed = read_results(killed_dir)
-    assert killed["status"] == "running"  # a killed run never looks finished
-    epochs_done = torch.load(last, weights_only=True)["epoch"]
-    assert epochs_done < 3, "the kill came too late to test resuming"
+    assert killed["status"] == "running"  # what the dead process left ...
+    from ablate.results import effective_status
 
-    resumed_dir = tmp_path / "resumed"
-    run_cli([*RESUME_ARGS, f"ckpt_path={last}", f"hydra.run.dir={resumed_dir}"], tmp_path, check=True)
-    a, b = read_results(tmp_path / "straight"), read_results(resumed_dir)
+    assert effective_status(killed) == "interrupted"  # ... and what readers are told
+    assert torch.load(last, weights_only=True)["epoch"] < 3, "the kill came too late to test resuming"
+
+    # No run folder given: the checkpoint of an interrupted run continues that run, in its folder.
+    logs = tmp_path / "logs"
+    resumed = run_cli([*RESUME_ARGS, f"ckpt_path={last}", f"paths.log_dir={logs}"], tmp_path, check=True)
+    assert resumed.returncode == 0 and not logs.exists()
+    a, b = read_results(tmp_path / "straight"), read_results(killed_dir)
     assert b["status"] == "completed" and b["epochs"] == a["epochs"] == 4
-    assert Path(b["checkpoint_best"]).parent == last.parent  # the resumed run continued the original folder
+    assert b["overrides"] == killed["overrides"] and len(b["resumes"]) == 1  # one run, its own settings
+    assert "ckpt_path" not in (killed_dir / ".hydra" / "overrides.yaml").read_text()
     for key in ("test/acc", "test/loss", "val/acc_best", "train/loss", "train/acc", "val/loss"):
         assert b["metrics"][key] == a["metrics"][key], key
+    assert not list(killed_dir.rglob("*.tmp")) and not list(tmpdir.iterdir())  # no debris anywhere
+    assert torch.load(last, weights_only=True)["epoch"] == 3
 
 
 @pytest.mark.slow
@@ -101,4 +116,4 @@ def test_ddp_cpu_trains_on_disjoint_shards_and_reduces_metrics(tmp_path):
     # Uneven shards (102 + 101 test images) gathered for the extended metrics: NLL over all 203 = the summed loss.
     assert results["metrics"]["test/nll"] == pytest.approx(results["metrics"]["test/loss"], rel=1e-4)
     assert len(results["metrics_per_class"]["test/acc"]) == dm.num_classes
-    assert not (Path(run_dir) / "results.json.tmp").exists()
+    assert not list(Path(run_dir).rglob("*.tmp"))

@@ -77,7 +77,7 @@ def test_results_json_describes_the_run(make_cfg, tmp_path):
     results = read_results(Path(cfg.paths.output_dir))
     assert results["status"] == "completed"
     assert results["seed"] == 0
-    assert results["metrics"]["test/acc"] == pytest.approx(result)
+    assert results["metrics"]["val/acc_best"] == pytest.approx(result)  # sweepers get a validation metric
     assert results["config"]["model"]["_target_"] == "ablate.models.MLP"
     assert results["num_params"] == 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
     assert results["data"]["train"] + results["data"]["val"] == 320

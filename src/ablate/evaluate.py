@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ablate.checkpoint_io import load_verified
 from ablate.data.loader import InMemoryLoader
 from ablate.ensembles.members import (
     Candidate,
@@ -76,7 +77,7 @@ def load_member(candidate: Candidate, weights: str | None, device: torch.device,
     from ablate.run import build_datamodule, build_model  # the same builders as training
 
     path, which = checkpoint_for(candidate, weights)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_verified(path)  # sha256 check, then torch.load(weights_only=True); errors in one line
     if "ablate_config" not in checkpoint:
         raise ConfigError(f"checkpoint {path} has no ablate_config; it was not written by train.py")
     cfg = OmegaConf.create(checkpoint["ablate_config"])
@@ -88,6 +89,8 @@ def load_member(candidate: Candidate, weights: str | None, device: torch.device,
     if key not in data_cache:
         data_cache[key] = build_datamodule(cfg)
     datamodule = data_cache[key]
+    if "init_from" in cfg.model or "pretrained" in cfg.model:  # model=transfer: the checkpoint holds every weight
+        cfg.model.init_from, cfg.model.pretrained = None, False
     model = build_model(cfg, datamodule, reg, _typed(cfg.get("init"), InitConfig))
     state = checkpoint["state_dict"]
     module = ClassifierModule(

@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,31 +22,34 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import EarlyStopping
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ablate.config_checks import check_config, check_optimization, optimizer_stepping
+from ablate import resume as resuming
+from ablate.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
+from ablate.cli import hydra_overrides
+from ablate.config_checks import check_optimization, is_lbfgs, optimizer_stepping
+from ablate.console import quiet_lightning
 from ablate.data.augment import build_augment
 from ablate.ensembles import build_callbacks as build_ensemble_callbacks
 from ablate.ensembles import ensemble_metrics, ensemble_summary
 from ablate.errors import AblateError, ConfigError, DivergedError
+from ablate.finetune import finetune_callbacks, pop_backbone_lr_scale
 from ablate.history import History
+from ablate.interrupt import STATE as SIGNALS
+from ablate.interrupt import RunInterrupted, StopAtSafePoint
+from ablate.interrupt import install as install_signal_handlers
+from ablate.interrupt import restore as restore_signal_handlers
+from ablate.loggers import log_final_hparams
 from ablate.models.init import apply_init
 from ablate.module import ClassifierModule
 from ablate.profiling import NullProfiler
 from ablate.regularization import StepRegularizers, apply_dropconnect, check_reg, model_kwargs
 from ablate.results import RunRecord
+from ablate.rundir import check_folder
 from ablate.schema import AugmentConfig, InitConfig, RegConfig
-
-
-def hydra_overrides() -> tuple[list[str], bool]:
-    """The command-line overrides of this job and whether it is part of a multirun (empty outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return [], False
-    hydra_cfg = HydraConfig.get()
-    return list(hydra_cfg.overrides.task), hydra_cfg.mode == RunMode.MULTIRUN
+from ablate.sweep_job import check_objective, divide_threads, objective
+from ablate.validate import effective_seed, validate
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -56,7 +60,8 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         cause = err.__cause__ or err
         if isinstance(cause, AblateError):
             raise cause from None
-        message = str(cause).splitlines()[-1] if str(cause) else type(cause).__name__
+        lines = [line.strip() for line in str(cause).splitlines() if not line.strip().startswith("full_key:")]
+        message = " ".join(line for line in lines if line) or type(cause).__name__
         raise ConfigError(f"cannot build {what}: {message}; check `{what}` (python train.py --help)") from err
 
 
@@ -65,10 +70,6 @@ def _build_callbacks(cfg: DictConfig, has_val: bool) -> list[L.Callback]:
     for name, node in (cfg.get("callbacks") or {}).items():
         if name == "model_checkpoint" and not has_val:
             node = OmegaConf.merge(node, {"monitor": None, "filename": "epoch{epoch:03d}"})
-        if name == "model_checkpoint" and cfg.get("ckpt_path") is not None and cfg.ckpt_path:
-            # A resumed run keeps checkpointing into the original folder: Lightning restores the best-k
-            # bookkeeping only when the folder is the same, so "best" keeps meaning best over the whole run.
-            node = OmegaConf.merge(node, {"dirpath": str(Path(cfg.ckpt_path).resolve().parent)})
         callbacks.append(_instantiate(node, f"callbacks.{name}"))
     patience = cfg.reg.early_stopping_patience
     if patience:
@@ -102,7 +103,7 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
 def build_datamodule(cfg: DictConfig) -> Any:
     """The run's data, loaded and split (also used by evaluate.py to rebuild a run from its checkpoint config)."""
     datamodule = _instantiate(cfg.data, "data")
-    datamodule.shuffle_seed = int(cfg.seed)
+    datamodule.shuffle_seed = effective_seed(cfg.seed)  # any integer is a seed (ablate.validate)
     datamodule.prepare()
     return datamodule
 
@@ -122,23 +123,46 @@ def build_model(cfg: DictConfig, datamodule: Any, reg: RegConfig, init_cfg: Init
 
 
 # Lightning warnings that do not apply to in-memory loaders and per-batch normalization in the module.
-for _pattern in (".*overridden `on_after_batch_transfer`.*", ".*does not have many workers.*"):
+for _pattern in (
+    ".*overridden `on_after_batch_transfer`.*",
+    ".*does not have many workers.*",
+    ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run continues its own checkpoints
+):
     warnings.filterwarnings("ignore", message=_pattern)
+quiet_lightning()
 
 
 def train(
-    cfg: DictConfig, record: RunRecord | None = None, extra_callbacks: Sequence[L.Callback] = ()
+    cfg: DictConfig,
+    record: RunRecord | None = None,
+    extra_callbacks: Sequence[L.Callback] = (),
+    ckpt_path: str | None = None,
 ) -> dict[str, Any]:
-    """Train (and test) one configuration. Raises AblateError subclasses for anything the user can fix."""
-    check_config(cfg)
+    """Train (and test) one configuration. Raises AblateError subclasses for anything the user can fix.
+
+    ``ckpt_path`` overrides ``cfg.ckpt_path`` (main passes the copy it made in a new run folder).
+    """
+    ckpt_path = ckpt_path or cfg.get("ckpt_path") or None
+    config_warnings = validate(cfg)  # train.py ran it before importing torch; this covers direct callers
+    seed = effective_seed(cfg.seed)
+    if record is not None and config_warnings:
+        record.update(warnings=config_warnings)
+    if record is not None and seed != cfg.seed:
+        record.update(effective_seed=seed)  # any integer is a seed; this one is what numpy/torch received
+    check_objective(cfg)
+    torch_threads = divide_threads(cfg)  # jobs running at once share the cores (hydra/launcher=joblib)
     reg, aug_cfg, init_cfg = _typed(cfg.reg, RegConfig), _typed(cfg.aug, AugmentConfig), _typed(cfg.init, InitConfig)
     check_reg(reg)
     ensemble_callbacks = build_ensemble_callbacks(cfg)  # [] for ensemble=none: nothing runs per step
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))  # process-wide; no effect on GPU arithmetic
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    L.seed_everything(seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule, reg, init_cfg)
+    if getattr(model, "backbone_args", None) and not cfg.model.get("backbone_args"):
+        # A backbone read from model.init_from's run: record it, so the checkpoint alone rebuilds this model.
+        with open_dict(cfg):
+            cfg.model.backbone_args = model.backbone_args
     if reg.input_noise:
         if aug_cfg.noise_std:
             raise ConfigError("reg.input_noise and aug.noise_std are the same technique; set only one")
@@ -151,7 +175,9 @@ def train(
             "interval": cfg.scheduler.get("interval", "epoch"),
             "monitor": cfg.scheduler.get("monitor"),
         }
-    optimizer = _instantiate(cfg.optimizer, "optimizer")
+    optimizer_node, backbone_lr_scale = pop_backbone_lr_scale(cfg.optimizer)
+    optimizer = _instantiate(optimizer_node, "optimizer")
+    finetuning = finetune_callbacks(model, cfg, backbone_lr_scale, scheduler)  # model=transfer's strategies
     stepping = optimizer_stepping(cfg, optimizer)
     steps_per_epoch = math.ceil(len(datamodule.train_dataloader()) / stepping["accumulate_grad_batches"])
     check_optimization(cfg, model, optimizer, scheduler, steps_per_epoch=steps_per_epoch)
@@ -162,10 +188,12 @@ def train(
         scheduler=scheduler,
         mean=datamodule.mean,
         std=datamodule.std,
-        seed=int(cfg.seed),
+        seed=seed,
         decay_bias_and_norm=bool(cfg.decay_bias_and_norm),
+        backbone_lr_scale=backbone_lr_scale,
         label_smoothing=reg.label_smoothing,
-        channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3,
+        # torch's LBFGS flattens gradients with .view(-1), which NHWC (channels_last) conv weights do not allow.
+        channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3 and not is_lbfgs(optimizer),
         nan_check_every=int(cfg.nan_check_every),
         run_config=run_config,
         augment=augment,
@@ -184,8 +212,16 @@ def train(
     trainer: L.Trainer = _instantiate(
         cfg.trainer,
         "trainer",
-        callbacks=[*_build_callbacks(cfg, has_val), *ensemble_callbacks, *extra_callbacks],
+        callbacks=[
+            *_build_callbacks(cfg, has_val),
+            *finetuning,
+            *ensemble_callbacks,
+            *extra_callbacks,
+            StopAtSafePoint(),
+        ],
         logger=loggers or False,
+        # Atomic same-folder writes with a sha256 beside each checkpoint, verified on every load.
+        plugins=[AtomicCheckpointIO()],
         **extra_trainer_args,
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
@@ -195,12 +231,16 @@ def train(
 
     num_params = sum(p.numel() for p in model.parameters())
     if record is not None:
-        record.update(data=datamodule.summary(), num_params=num_params)
+        record.update(data=datamodule.summary(), num_params=num_params, torch_threads=torch_threads)
+        if hasattr(model, "transfer_summary"):
+            record.update(transfer=model.transfer_summary())
         record.update(versions={**record.data["versions"], "lightning": L.__version__})
 
     fit_start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_time = time.time() - fit_start
+    if SIGNALS.pending is not None:  # the signal came after the last safe point of the fit loop
+        raise RunInterrupted(SIGNALS.pending)
     if trainer.interrupted:
         raise KeyboardInterrupt
     metrics = _final_metrics(trainer)
@@ -223,6 +263,7 @@ def train(
         extra, extra_per_class = ensemble_metrics(ensemble_callbacks, module, datamodule, bool(cfg.get("test")), device)
         metrics.update(extra)
         per_class = {**per_class, **extra_per_class}
+    log_final_hparams(trainer.loggers, int(cfg.seed), metrics)
     epochs = trainer.current_epoch
     summary = {
         "metrics": metrics,
@@ -245,14 +286,47 @@ def train(
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     metrics = summary["metrics"]
-    keys = [k for k in ("test/acc", "test/loss", "val/acc_best", "train/acc") if k in metrics]
+    averaged = [f"test/acc_{variant}" for variant in ("snapshot_ens", "ema", "swa")]  # beside the single model
+    keys = [k for k in ("test/acc", *averaged, "test/loss", "val/acc_best", "train/acc") if k in metrics]
     line = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys)
     print(f"\n{line}\nepochs={summary['epochs']}  fit={summary['fit_time_s']:.1f}s  run dir: {run_dir}")
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Entry point for train.py: returns test/acc (for Hydra sweepers) or exits non-zero with a clear message."""
+    """Entry point for train.py: returns ``optimized_metric`` (a validation metric, for Hydra sweepers; None when the
+    run failed or diverged inside a sweep) or exits non-zero with a clear message.
+
+    Exit codes: 0 completed, 2 bad input (ablate.errors), 3 diverged, 128 + signal when interrupted (130 SIGINT,
+    143 SIGTERM). In a sweep, a failed job is recorded and the sweep goes on; an interrupted job ends the sweep.
+    """
     overrides, multirun = hydra_overrides()
+    previous_handlers = install_signal_handlers()
+    if multirun:
+        sweep_dir = Path(cfg.paths.output_dir).parent
+        SIGNALS.on_exit_between_jobs = lambda signum: print(_sweep_interrupted(sweep_dir, signum), file=sys.stderr)
+    try:
+        return _main(cfg, overrides, multirun)
+    finally:
+        SIGNALS.in_job = False
+        if not multirun:  # a sweep keeps them between jobs: a signal there ends the sweep with its recap
+            restore_signal_handlers(previous_handlers)
+
+
+def _sweep_interrupted(sweep_dir: Path, signum: int) -> str:
+    from ablate.sweep import interrupted_message
+
+    return interrupted_message(sweep_dir, signum)
+
+
+def _fail_early(output_dir: Path, config: dict[str, Any], overrides: list[str], cfg: DictConfig, err: Exception):
+    """A one-line error before training; a failed results.json only in a folder that holds no other run."""
+    print(f"error: {err}", file=sys.stderr)
+    if rank_zero_only.rank == 0 and not (output_dir / "results.json").exists():
+        RunRecord(output_dir, config, overrides, seed=cfg.get("seed")).finish("failed", str(err))
+    sys.exit(ConfigError.exit_code)
+
+
+def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     is_rank_zero = rank_zero_only.rank == 0
     try:
@@ -260,11 +334,44 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:  # an unresolvable ${...}: report it like any other config error
         print(f"error: {err}", file=sys.stderr)
         sys.exit(ConfigError.exit_code)
-    record = RunRecord(output_dir, config, overrides, seed=cfg.get("seed"))
+    check_folder(output_dir, "run folder")
+    try:
+        resume = resuming.plan(cfg, output_dir, rank_zero=is_rank_zero)
+    except AblateError as err:
+        _fail_early(output_dir, config, overrides, cfg, err)
+    in_place = resume is not None and resume.in_place
+    if is_rank_zero and (output_dir / "results.json").exists() and not in_place:
+        print(
+            f"error: run folder {output_dir} already holds another run's results.json; "
+            "leave hydra.run.dir unset (every run gets a new folder) or pick an empty folder",
+            file=sys.stderr,
+        )
+        sys.exit(ConfigError.exit_code)
+    ckpt_path = None
+    if in_place:
+        # The same run, continued: original overrides and .hydra/ stay; this attempt is listed under "resumes".
+        record = RunRecord.reopen(
+            output_dir, {"overrides": overrides, "ckpt_path": resume.source, "changed": resume.changed}
+        )
+        config["ckpt_path"] = record.data["config"].get("ckpt_path")
+        record.update(config=config)
+        ckpt_path = resume.ckpt_path
+        for folder in (output_dir, output_dir / "checkpoints"):
+            remove_stale_temporaries(folder)  # what a kill -9 during a write left behind
+        _keep_metrics_csv(output_dir, attempt=len(record.data["resumes"]))
+    else:
+        own = [o for o in overrides if not o.lstrip("+").startswith("ckpt_path=")]
+        extra = {"resumed_from": resume.source} if resume is not None else {}
+        record = RunRecord(output_dir, config, own, seed=cfg.get("seed"), **extra)
+        if resume is not None:
+            if is_rank_zero:
+                resuming.prepare_new_folder(resume, output_dir)
+            ckpt_path = resume.ckpt_path
     if is_rank_zero:
         record.write()
+        record.start_heartbeat()
     try:
-        summary = train(cfg, record)
+        summary = train(cfg, record, ckpt_path=ckpt_path)
     except AblateError as err:
         status = "diverged" if isinstance(err, DivergedError) else "failed"
         if is_rank_zero:
@@ -273,15 +380,47 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:  # keep the sweep going; the table shows this run as failed/diverged
             return None
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        if is_rank_zero:
-            record.finish("failed", "interrupted")
-        sys.exit(130)
-    except BaseException as err:
+    except (RunInterrupted, KeyboardInterrupt, SIGTERMException) as err:
+        # SIGTERMException: Lightning's own SIGTERM flag, raised at a batch end (a SystemExit with code 0).
+        signum = err.signum if isinstance(err, RunInterrupted) else 15 if isinstance(err, SIGTERMException) else 2
+        _interrupted(record, output_dir, signum, is_rank_zero)
+        if multirun:
+            print(_sweep_interrupted(output_dir.parent, signum), file=sys.stderr)
+        sys.exit(128 + signum)
+    except Exception as err:
         if is_rank_zero:
             record.finish("failed", f"{type(err).__name__}: {err}")
-        raise
+        if not multirun:
+            raise
+        # One job's bug must not end the sweep: record it, show where, go on to the next job.
+        traceback.print_exc()
+        print(f"error: job failed with {type(err).__name__}: {err}\nresults: {record.path}", file=sys.stderr)
+        return None
     if is_rank_zero:
         record.finish("completed")
         _print_summary(summary, output_dir)
-    return summary["metrics"].get("test/acc")
+    return objective(cfg, summary["metrics"])
+
+
+def _keep_metrics_csv(output_dir: Path, attempt: int) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv: keep the earlier attempt's rows beside the new file."""
+    csv = output_dir / "csv" / "metrics.csv"
+    if csv.is_file():
+        os.replace(csv, csv.with_name(f"metrics.before-resume-{attempt}.csv"))
+
+
+def _interrupted(record: RunRecord, output_dir: Path, signum: int, is_rank_zero: bool) -> None:
+    import shlex
+    import signal
+
+    last = output_dir / "checkpoints" / "last.ckpt"
+    args = " ".join(shlex.quote(o) for o in record.data.get("overrides", []))
+    how = f"python train.py {args} ckpt_path={last}".replace("  ", " ") if last.is_file() else "no checkpoint saved"
+    message = f"interrupted by {signal.Signals(signum).name}; resume: {how}"
+    if is_rank_zero:
+        record.finish("interrupted", message)
+    print(f"error: {message}\nresults: {record.path} (status: interrupted)", file=sys.stderr)
+    from ablate.interrupt import requeue_signal, requeue_slurm_job
+
+    if signum == requeue_signal():
+        requeue_slurm_job()

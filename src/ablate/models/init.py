@@ -25,7 +25,9 @@ def apply_init(model: nn.Module, scheme: str) -> int:
     if scheme not in SCHEMES:
         raise ConfigError(f"init.scheme '{scheme}' is unknown; choose one of {['default', *SCHEMES]}")
     count = 0
-    for module in model.modules():
+    # A model holding loaded weights (model=transfer) names what may be re-initialized: its new head.
+    fresh = model.fresh_modules() if hasattr(model, "fresh_modules") else [model]
+    for module in (m for root in fresh for m in root.modules()):
         if isinstance(module, nn.Linear | nn.Conv2d):
             SCHEMES[scheme](module.weight)
             if module.bias is not None:

@@ -103,7 +103,14 @@ def build_scheduler(
 ) -> LRScheduler | Any:
     if interval not in ("step", "epoch"):
         raise ConfigError(f"scheduler.interval must be 'step' or 'epoch', got '{interval}'")
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if "total_steps" in inspect.signature(fn).parameters:
         kwargs["total_steps"] = steps if interval == "step" else epochs
+    scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    if any(scale != 1.0 for scale in scales):
+        # Schedules given in absolute LRs (OneCycleLR's max_lr, CyclicLR's base_lr/max_lr) get one value per group,
+        # scaled like the group (optimizer.backbone_lr_scale); relative schedules keep the ratio by themselves.
+        for key, value in getattr(fn, "keywords", {}).items():
+            if key in ("max_lr", "base_lr") and isinstance(value, int | float):
+                kwargs[key] = [value * scale for scale in scales]
     return fn(optimizer, **kwargs)

@@ -15,16 +15,15 @@ Three things decide which row a run lands in:
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ablate.results import STALE_AFTER_S, effective_status
 
 # Overrides that change where or how a run is logged, not what it trains. A key matches an entry when it is the entry
 # or lies under it (``paths.log_dir`` under ``paths``; ``hydra/launcher`` under ``hydra``).
@@ -42,8 +41,6 @@ NON_SETTING_KEYS = (
     "data.data_dir",
     "nan_check_every",
 )
-# A ``running`` run whose heartbeat is older than this (seconds) was killed without a chance to say so.
-STALE_AFTER_S = 600.0
 STATUSES = ("completed", "failed", "diverged", "interrupted", "running")  # "running": no heartbeat to judge by
 
 
@@ -112,37 +109,13 @@ def typed_spellings(multirun_yaml: Path) -> dict[str, str]:
     return spellings
 
 
-def _timestamp(value: Any) -> float | None:
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def classify(data: dict[str, Any], now: float, stale_after: float = STALE_AFTER_S) -> str:
     """completed | failed | diverged | interrupted | running (still alive, or no heartbeat to tell)."""
     status = data.get("status")
     if status == "failed" and data.get("error") == "interrupted":  # how runs before `interrupted` existed said it
         return "interrupted"
     if status == "running":
-        if data.get("pid") and data.get("host") == socket.gethostname() and not _pid_alive(int(data["pid"])):
-            return "interrupted"
-        beat = _timestamp(data.get("heartbeat_at"))
-        return "interrupted" if beat is not None and now - beat > stale_after else "running"
+        return effective_status(data, now, stale_after)
     return status if status in STATUSES else "failed"
 
 
