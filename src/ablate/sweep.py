@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from ablate.results import effective_status, load_results
 
@@ -52,7 +53,7 @@ def interrupted_message(sweep_dir: str | Path, signum: int) -> str:
 
 def is_search(config: Any) -> bool:
     """Whether this multirun is a hyperparameter search (hparams_search=..., our Optuna sweeper)."""
-    return "ablate_optuna_sweeper" in str(config.hydra.sweeper.get("_target_", ""))
+    return "ablate_optuna_sweeper" in str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
 
 
 def exit_code() -> int:
