@@ -24,7 +24,7 @@ def options(group: str) -> list[str]:
 
 
 # Options that need another model than the default ConvNet, and those the ConvNet must refuse.
-NEEDS_MODEL = {"stochastic_depth": "resnet"}
+NEEDS_MODEL = {"stochastic_depth": "resnet", "input_dropout": "mlp"}
 
 
 @pytest.mark.parametrize("option", options("reg"))
