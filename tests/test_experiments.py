@@ -36,6 +36,7 @@ SWEEP_SETTING = {
 EXPECTED_METRICS = {
     "snapshot_ensembles_cpu": ["test/acc_snapshot_ens", "test/acc_snapshot_ens5"],
     "swa_cpu": ["test/acc_swa"],
+    "fractional_max_pooling_cpu": ["test/acc_single_pass"],
 }
 # A few steps on small synthetic images instead of the real data (whose loading and full test passes take longer).
 FEW_STEPS = [
@@ -57,7 +58,7 @@ FEW_STEPS = [
 # results.json metric names (DESIGN.md, README "What a run writes") and the table's derived `gap`.
 METRIC = re.compile(
     r"(train|val|test)/(loss|acc|acc_top5|nll|ece)(_(ema|swa|snapshot_ens\d*|mc|tta))?"
-    r"|(val|test)/acc_snapshot\d+|val/acc_best|val/acc_ema_best|gap"
+    r"|(val|test)/acc_snapshot\d+|test/acc_single_pass|val/acc_best|val/acc_ema_best|gap"
 )
 
 
