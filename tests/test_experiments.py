@@ -47,7 +47,7 @@ FEW_STEPS = [
     "data.val_size=64",
     "data.batch_size=32",
     "data.eval_batch_size=200",
-    "trainer.max_epochs=2",
+    "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
@@ -85,7 +85,7 @@ def test_cpu_scale_experiment_trains_a_few_steps(tmp_path, name):
     if compose_config([f"experiment={name}"], tmp_path, fast=False).data.name == "digits":
         few_steps = [o for o in FEW_STEPS if not o.startswith(("data=", "data.synthetic"))]  # bundled, loads instantly
     summary = train(compose_config([f"experiment={name}", *few_steps, *SWEEP_SETTING.get(name, [])], tmp_path, False))
-    assert summary["epochs"] == 2
+    assert summary["epochs"] == 1
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0
     for metric in EXPECTED_METRICS.get(name, []):
         assert metric in summary["metrics"], metric
