@@ -79,15 +79,20 @@ def test_experiment_config_composes(tmp_path, name):
     assert cfg.trainer.max_epochs >= 1
 
 
-@pytest.mark.parametrize("name", CPU_SCALE)
-def test_cpu_scale_experiment_trains_a_few_steps(tmp_path, name):
+# Sweeps whose other setting takes another code path (the plain step schedule / SGD baseline): run that one too.
+CASES = [(name, SWEEP_SETTING.get(name, [])) for name in CPU_SCALE]
+CASES += [(name, []) for name in ("snapshot_ensembles_cpu", "swa_cpu") if name in CPU_SCALE]
+
+
+@pytest.mark.parametrize(("name", "setting"), CASES, ids=[f"{n}{'-' + ' '.join(s) if s else ''}" for n, s in CASES])
+def test_cpu_scale_experiment_trains_a_few_steps(tmp_path, name, setting):
     few_steps = FEW_STEPS
     if compose_config([f"experiment={name}"], tmp_path, fast=False).data.name == "digits":
         few_steps = [o for o in FEW_STEPS if not o.startswith(("data=", "data.synthetic"))]  # bundled, loads instantly
-    summary = train(compose_config([f"experiment={name}", *few_steps, *SWEEP_SETTING.get(name, [])], tmp_path, False))
+    summary = train(compose_config([f"experiment={name}", *few_steps, *setting], tmp_path, False))
     assert summary["epochs"] == 1
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0
-    for metric in EXPECTED_METRICS.get(name, []):
+    for metric in EXPECTED_METRICS.get(name, []) if setting else []:
         assert metric in summary["metrics"], metric
 
 
