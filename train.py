@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 import ablate  # noqa: F401  (registers the typed config nodes and the run-folder resolvers; imports no torch)
+from ablate.cli import check_job, run_hydra, task
 from ablate.rundir import check_folder
 from ablate.sweep import exit_code
 
@@ -15,8 +16,11 @@ os.environ.setdefault("ABLATE_ROOT", str(Path(__file__).resolve().parent))
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@task
 def main(cfg: DictConfig) -> float | None:
-    from ablate.run import main as run_main  # imported here so --help answers without loading torch
+    if not check_job(cfg):  # torch-free: a bad value answers in well under a second (None: a failed sweep job)
+        return None
+    from ablate.run import main as run_main  # imported here so --help and config errors do not load torch
 
     return run_main(cfg)
 
@@ -26,5 +30,5 @@ if __name__ == "__main__":
         key, _, value = arg.partition("=")
         if key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir") and value:
             check_folder(value, key.lstrip("+~"))
-    main()
+    run_hydra(main)  # Hydra's own errors (bad override, unknown option or key) as one line, exit 2
     sys.exit(exit_code())  # non-zero after a sweep in which a job did not complete (ablate.sweep)

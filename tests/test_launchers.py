@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.sweeps import _cores
+from ablate.sweep_job import _cores
 from tests.conftest import FAST, run_cli
 
 

@@ -21,7 +21,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from ablate.errors import ConfigError
-from ablate.sweeps import objective, recap
+from ablate.sweep import recap
+from ablate.sweep_job import objective
 from hydra_plugins.ablate_optuna_sweeper.sweeper import _direction, _parse_space
 from tests.conftest import REPO, compose_config
 
@@ -194,6 +195,19 @@ class _FakeLauncher:
         return [SimpleNamespace(status=JobStatus.COMPLETED, _return_value=self.value_of(job)) for job in batch]
 
 
+def test_sampler_seed_names_another_study() -> None:
+    """hydra.sweeper.seed=1 is a new search, not a resume of seed 0's finished study (which would run nothing)."""
+    from hydra_plugins.ablate_optuna_sweeper.sweeper import AblateOptunaSweeper
+
+    space, fixed = _parse_space({"optimizer.lr": "tag(log, interval(1e-4, 1e-1))"}, ["data=digits"], grid=False)
+
+    def name(**params) -> str:
+        return AblateOptunaSweeper(**params)._study_name(fixed, space, "random")
+
+    assert name(seed=0, n_trials=5) == name(seed=0, n_trials=50) == name(seed=None)  # budget: same study, resumed
+    assert len({name(seed=0), name(seed=1), name(seed=2)}) == 3
+
+
 def test_trial_objective_is_the_mean_over_seeds_and_folds(tmp_path: Path, monkeypatch) -> None:
     from hydra import compose, initialize_config_dir
 
@@ -231,7 +245,7 @@ def test_search_without_multirun_is_an_error() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from ablate.sweeps import check_objective
+    from ablate.sweep_job import check_objective
     from tests.conftest import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
 from ablate.data.augment import build_augment  # noqa: E402
+from ablate.finetune import pop_backbone_lr_scale  # noqa: E402
 from ablate.optim import param_groups  # noqa: E402
 from ablate.run import train  # noqa: E402
 
@@ -54,7 +55,8 @@ class PlainLoop:
         self.channels_last = bool(cfg.channels_last) and len(dm.input_shape) == 3
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = instantiate(cfg.optimizer, _convert_="all")(param_groups(self.model, cfg.decay_bias_and_norm))
+        optimizer_node, _ = pop_backbone_lr_scale(cfg.optimizer)  # a key of ablate's, not of torch's optimizers
+        self.optimizer = instantiate(optimizer_node, _convert_="all")(param_groups(self.model, cfg.decay_bias_and_norm))
         self.augment = build_augment(dict(cfg.aug), dm.num_classes, dm.input_shape[1:])
         steps_per_epoch = -(-len(dm.y_train) // dm.batch_size)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(

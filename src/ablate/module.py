@@ -214,7 +214,7 @@ class ClassifierModule(L.LightningModule):
         if not self.scheduler_monitor:
             scheduler.step()
             return
-        scheduler.step(metrics[self.scheduler_monitor.removeprefix(f"{stage}/")])  # names checked in config_checks
+        scheduler.step(metrics[self.scheduler_monitor.removeprefix(f"{stage}/")])  # names checked in ablate.validate
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stats: ClassificationStats) -> tuple[torch.Tensor, torch.Tensor | None]:

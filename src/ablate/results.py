@@ -14,9 +14,11 @@ import json
 import os
 import platform
 import socket
+import sys
 import threading
 import time
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +86,17 @@ def effective_status(record: dict[str, Any], now: float | None = None, stale_aft
     return status
 
 
+def _torch_version() -> str:
+    """torch's version; without importing torch when a run fails before it was loaded (a config error stays fast;
+    the package metadata lacks the local build tag, e.g. +cu130)."""
+    torch = sys.modules.get("torch")
+    return torch.__version__ if torch is not None else version("torch")
+
+
 class RunRecord:
     """Accumulates what a run reports and writes it to ``<output_dir>/results.json``."""
 
     def __init__(self, output_dir: Path, config: dict[str, Any], overrides: list[str], seed: int, **extra: Any) -> None:
-        import torch  # only the version string
-
         self.path = Path(output_dir) / "results.json"
         self.started = time.time()
         self._lock = threading.RLock()
@@ -104,7 +111,7 @@ class RunRecord:
             "config": config,
             "run_dir": str(Path(output_dir).resolve()),
             "started_at": time.strftime(TIME_FORMAT, time.localtime(self.started)),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__},
+            "versions": {"python": platform.python_version(), "torch": _torch_version()},
             **_plain(extra),
         }
         self._mark_alive()

@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ablate import resume as resuming
 from ablate.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
-from ablate.config_checks import check_config, check_optimization, optimizer_stepping
+from ablate.cli import hydra_overrides
+from ablate.config_checks import check_optimization, is_lbfgs, optimizer_stepping
 from ablate.console import quiet_lightning
 from ablate.data.augment import build_augment
 from ablate.ensembles import build_callbacks as build_ensemble_callbacks
@@ -47,18 +48,8 @@ from ablate.regularization import StepRegularizers, apply_dropconnect, check_reg
 from ablate.results import RunRecord
 from ablate.rundir import check_folder
 from ablate.schema import AugmentConfig, InitConfig, RegConfig
-from ablate.sweeps import check_objective, divide_threads, objective
-
-
-def hydra_overrides() -> tuple[list[str], bool]:
-    """The command-line overrides of this job and whether it is part of a multirun (empty outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return [], False
-    hydra_cfg = HydraConfig.get()
-    return list(hydra_cfg.overrides.task), hydra_cfg.mode == RunMode.MULTIRUN
+from ablate.sweep_job import check_objective, divide_threads, objective
+from ablate.validate import effective_seed, validate
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -69,7 +60,8 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         cause = err.__cause__ or err
         if isinstance(cause, AblateError):
             raise cause from None
-        message = str(cause).splitlines()[-1] if str(cause) else type(cause).__name__
+        lines = [line.strip() for line in str(cause).splitlines() if not line.strip().startswith("full_key:")]
+        message = " ".join(line for line in lines if line) or type(cause).__name__
         raise ConfigError(f"cannot build {what}: {message}; check `{what}` (python train.py --help)") from err
 
 
@@ -111,7 +103,7 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
 def build_datamodule(cfg: DictConfig) -> Any:
     """The run's data, loaded and split (also used by evaluate.py to rebuild a run from its checkpoint config)."""
     datamodule = _instantiate(cfg.data, "data")
-    datamodule.shuffle_seed = int(cfg.seed)
+    datamodule.shuffle_seed = effective_seed(cfg.seed)  # any integer is a seed (ablate.validate)
     datamodule.prepare()
     return datamodule
 
@@ -151,14 +143,19 @@ def train(
     ``ckpt_path`` overrides ``cfg.ckpt_path`` (main passes the copy it made in a new run folder).
     """
     ckpt_path = ckpt_path or cfg.get("ckpt_path") or None
-    check_config(cfg)
+    config_warnings = validate(cfg)  # train.py ran it before importing torch; this covers direct callers
+    seed = effective_seed(cfg.seed)
+    if record is not None and config_warnings:
+        record.update(warnings=config_warnings)
+    if record is not None and seed != cfg.seed:
+        record.update(effective_seed=seed)  # any integer is a seed; this one is what numpy/torch received
     check_objective(cfg)
     torch_threads = divide_threads(cfg)  # jobs running at once share the cores (hydra/launcher=joblib)
     reg, aug_cfg, init_cfg = _typed(cfg.reg, RegConfig), _typed(cfg.aug, AugmentConfig), _typed(cfg.init, InitConfig)
     check_reg(reg)
     ensemble_callbacks = build_ensemble_callbacks(cfg)  # [] for ensemble=none: nothing runs per step
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))  # process-wide; no effect on GPU arithmetic
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    L.seed_everything(seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule, reg, init_cfg)
@@ -191,11 +188,12 @@ def train(
         scheduler=scheduler,
         mean=datamodule.mean,
         std=datamodule.std,
-        seed=int(cfg.seed),
+        seed=seed,
         decay_bias_and_norm=bool(cfg.decay_bias_and_norm),
         backbone_lr_scale=backbone_lr_scale,
         label_smoothing=reg.label_smoothing,
-        channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3,
+        # torch's LBFGS flattens gradients with .view(-1), which NHWC (channels_last) conv weights do not allow.
+        channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3 and not is_lbfgs(optimizer),
         nan_check_every=int(cfg.nan_check_every),
         run_config=run_config,
         augment=augment,

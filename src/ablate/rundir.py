@@ -28,7 +28,7 @@ from ablate.results import effective_status, load_results, slurm_job_id
 def stamp() -> str:
     now = time.time()
     millis = int(now * 1000) % 1000
-    return f"{time.strftime('%Y-%m-%d_%H-%M-%S', time.localtime(now))}-{millis:03d}_{secrets.token_hex(2)}"
+    return f"{time.strftime('%Y-%m-%d_%H-%M-%S', time.localtime(now))}-{millis:03d}_{secrets.token_hex(4)}"
 
 
 def checkpoint_run(ckpt_path: str | Path) -> Path | None:

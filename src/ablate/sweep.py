@@ -1,4 +1,7 @@
-"""A sweep's exit code tells the truth: non-zero when any job failed, diverged or was interrupted.
+"""What a sweep says when it ends: a one-line recap, and an exit code that tells the truth.
+
+``SweepRecap`` prints the jobs' counts by status, the sweep dir and the table command. The exit code is non-zero when
+any job failed, diverged or was interrupted.
 
 Hydra's basic launcher runs the jobs in this process, and each job's ``ablate.run.main`` records its status in
 ``results.json`` and returns (a failed job does not stop the sweep). ``SweepExitCode`` reads those files after
@@ -10,6 +13,7 @@ the callbacks' order. Imports no torch.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +69,18 @@ class SweepExitCode(Callback):
                 f"see {sweep_dir}/<job>/results.json",
                 file=sys.stderr,
             )
+
+
+def recap(sweep_dir: str | Path) -> str:
+    """One line: the jobs' statuses from their results.json, the sweep dir and the table command."""
+    counts = Counter(job_statuses(sweep_dir).values())
+    parts = [f"{counts.pop(s, 0)} {s}" for s in ("completed", "diverged", "failed")]
+    parts += [f"{n} {s}" for s, n in sorted(counts.items())]
+    return f"sweep: {', '.join(parts)} in {sweep_dir}; table: python -m ablate.table {sweep_dir}"
+
+
+class SweepRecap(Callback):
+    """Prints ``recap`` when a multirun ends (configured under hydra.callbacks in configs/hydra/default.yaml)."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        print(recap(str(config.hydra.sweep.dir)), flush=True)

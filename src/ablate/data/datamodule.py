@@ -13,6 +13,7 @@ from ablate.data.loader import InMemoryLoader
 from ablate.data.sources import SOURCES, RawDataset, make_synthetic
 from ablate.data.splits import stratified_split
 from ablate.errors import ConfigError
+from ablate.validate import effective_seed
 
 
 class DataModule(L.LightningDataModule):
@@ -43,11 +44,14 @@ class DataModule(L.LightningDataModule):
         super().__init__()
         self.name, self.data_dir, self.download = name, str(data_dir), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.val_size, self.num_folds, self.fold, self.split_seed = val_size, num_folds, fold, split_seed
+        self.val_size, self.num_folds, self.fold = val_size, num_folds, fold
+        self.split_seed = effective_seed(split_seed)  # any integer; scikit-learn takes [0, 2**32)
         self.train_subset, self.bootstrap_seed = train_subset, bootstrap_seed
         self.classes = [int(c) for c in classes] if classes is not None else None
         self.train_per_class = train_per_class
         self.synthetic = dict(synthetic or {})
+        if "seed" in self.synthetic:
+            self.synthetic["seed"] = effective_seed(self.synthetic["seed"])
         self.validate()
         self.raw: RawDataset | None = None
         self.shuffle_seed = 0  # set by the run from the global seed
@@ -74,6 +78,27 @@ class DataModule(L.LightningDataModule):
         if self.bootstrap_seed is not None and (isinstance(self.bootstrap_seed, bool) or self.bootstrap_seed < 0):
             raise ConfigError(f"data.bootstrap_seed must be null (off) or an integer >= 0, got {self.bootstrap_seed}")
 
+    def _check_sizes(self, raw: RawDataset) -> None:
+        """What needs the data's size: at least two classes, and a stratified split that leaves every class a
+        sample on both sides (scikit-learn's own error would be a traceback)."""
+        n, classes = len(raw.y_train), int(raw.y_train.unique().numel())
+        if classes < 2:
+            raise ConfigError(f"data set '{self.name}' has only {classes} class; a classifier needs two or more")
+        if self.num_folds >= 2:
+            largest = int(torch.bincount(raw.y_train).max())
+            if self.num_folds > largest:
+                raise ConfigError(
+                    f"data.num_folds={self.num_folds} is more than the {largest} samples of the largest class; "
+                    "use fewer folds, e.g. data.num_folds=5"
+                )
+            return
+        count = round(self.val_size * n) if isinstance(self.val_size, float) else int(self.val_size)
+        if self.val_size and not classes <= count <= n - classes:
+            raise ConfigError(
+                f"data.val_size={self.val_size} gives {count} of {n} training samples to validation; a stratified "
+                f"split needs between {classes} and {n - classes} (one per class on each side), e.g. data.val_size=0.1"
+            )
+
     # -- loading ---------------------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Load the files and split once; safe to call repeatedly (Lightning's setup calls it too)."""
@@ -83,11 +108,14 @@ class DataModule(L.LightningDataModule):
         if self.classes is not None:
             raw = select_classes(raw, self.classes)
         self.raw = raw
+        self._check_sizes(raw)
         train_idx, val_idx = stratified_split(raw.y_train, self.val_size, self.num_folds, self.fold, self.split_seed)
         if self.train_subset:
-            if self.train_subset >= len(train_idx):
+            classes = self.num_classes
+            if not classes <= self.train_subset <= len(train_idx) - classes:  # stratified: each class on both sides
                 raise ConfigError(
-                    f"data.train_subset={self.train_subset} is not smaller than the {len(train_idx)} training images"
+                    f"data.train_subset={self.train_subset} must be between {classes} and {len(train_idx) - classes} "
+                    f"for the {len(train_idx)} training images (0 = all); e.g. data.train_subset={len(train_idx) // 2}"
                 )
             # A seeded, stratified subset of the training part (for small-data ablations); val is unchanged.
             keep, _ = stratified_split(raw.y_train[train_idx], len(train_idx) - self.train_subset, seed=self.split_seed)

@@ -22,7 +22,7 @@ class AblateOptunaSweeperConf:
     n_jobs: int = 1
     # null: <searches_dir>/<study name>/optuna.db; any SQLAlchemy URL (postgresql://, mysql://) to share a study.
     storage: Any = None
-    # null: <sampler>-<hash of the command's overrides>, so the same command finds its study again.
+    # null: <sampler>-<hash of the command's overrides, space and seed>, so the same command finds its study again.
     study_name: Any = None
     # Where a search's sweep dir goes (unless hydra.sweep.dir is given on the command line).
     searches_dir: str = "${oc.select:paths.log_dir,logs}/searches"

@@ -178,7 +178,11 @@ class AblateOptunaSweeper(Sweeper):
         if self.params.get("study_name"):
             return str(self.params["study_name"])
         kept = sorted(o for o in fixed if not o.startswith(_NOT_IN_STUDY_NAME))
-        key = json.dumps({"overrides": kept, "space": {k: repr(v) for k, v in sorted(space.items())}})
+        content: dict[str, Any] = {"overrides": kept, "space": {k: repr(v) for k, v in sorted(space.items())}}
+        if self.params.get("seed") not in (None, 0):
+            # Another sampler seed is another search (not a resume of seed 0's); seed 0 keeps the old names.
+            content["sampler_seed"] = int(self.params["seed"])
+        key = json.dumps(content)
         return f"{sampler}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
     def _sweep_dir(self, study_name: str) -> Path:

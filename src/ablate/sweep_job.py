@@ -1,25 +1,18 @@
-"""What a job in a sweep needs from the sweep, and what the sweep says at its end.
+"""What a job in a sweep needs from the sweep.
 
 - ``objective``: the value train.py returns to Hydra sweepers: ``optimized_metric`` (a validation metric), or None
   for a run that produced no finite value, which the sweeper records as failed (never a made-up number).
 - ``divide_threads``: torch threads per job, so jobs that run at once (hydra/launcher=joblib) share the cores
   instead of each starting one thread per core and fighting over them.
-- ``SweepRecap``: a Hydra callback printing one line at the end of a multirun (counts by status, the sweep dir and
-  the table command), read from the jobs' results.json files.
 
-Imports no torch at module level: Hydra loads the callback in the launching process.
+What the sweep says when it ends (recap, exit code) is in ``ablate.sweep``. Imports no torch at module level.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections import Counter
-from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ablate.errors import ConfigError
@@ -90,25 +83,3 @@ def divide_threads(cfg: DictConfig) -> int:
         threads = max(1, _cores() // jobs)
     torch.set_num_threads(int(threads))
     return int(threads)
-
-
-def recap(sweep_dir: Path) -> str:
-    """One line: the jobs' statuses from their results.json, the sweep dir and the table command."""
-    from ablate.results import effective_status  # a `running` record whose process is gone reads `interrupted`
-
-    counts: Counter[str] = Counter()
-    for path in sorted(Path(sweep_dir).glob("*/results.json")):
-        try:
-            counts[effective_status(json.loads(path.read_text()))] += 1
-        except (OSError, ValueError):
-            counts["unreadable"] += 1
-    parts = [f"{counts.pop(s, 0)} {s}" for s in ("completed", "diverged", "failed")]
-    parts += [f"{n} {s}" for s, n in sorted(counts.items())]
-    return f"sweep: {', '.join(parts)} in {sweep_dir}; table: python -m ablate.table {sweep_dir}"
-
-
-class SweepRecap(Callback):
-    """Prints ``recap`` when a multirun ends (configured under hydra.callbacks in configs/hydra/default.yaml)."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        print(recap(Path(str(config.hydra.sweep.dir))), flush=True)
