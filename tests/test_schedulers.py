@@ -65,7 +65,7 @@ def snapshot_closed_form(t: int, cycles: int) -> float:
             lambda t: BASE_LR * (0.1 if (t - 1) // STEPS_PER_EPOCH >= 2 else 1.0),
         ),
         (
-            ["scheduler=multistep_fraction", "scheduler.fn.milestones=[0.34,0.67]"],
+            ["scheduler=multistep_fraction", "scheduler.fn.fractions=[0.34,0.67]"],
             lambda t: BASE_LR * 0.1 ** ((t - 1) // STEPS_PER_EPOCH),
         ),
         (["scheduler=exponential", "scheduler.fn.gamma=0.7"], lambda t: BASE_LR * 0.7 ** ((t - 1) // STEPS_PER_EPOCH)),

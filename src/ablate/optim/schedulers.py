@@ -33,14 +33,14 @@ def cosine(optimizer: Optimizer, total_steps: int, eta_min: float = 0.0) -> LRSc
 
 
 def multistep_fraction(
-    optimizer: Optimizer, total_steps: int, milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1
+    optimizer: Optimizer, total_steps: int, fractions: Sequence[float] = (0.5, 0.75), gamma: float = 0.1
 ) -> LRScheduler:
-    """MultiStepLR with milestones given as fractions of the run: the classic "divide by 10 at 50% and 75%" of He et
-    al. 2016 / Huang et al. 2016-2017 at any run length."""
-    fractions = [float(f) for f in milestones]
-    if any(not 0.0 < f < 1.0 for f in fractions) or fractions != sorted(fractions):
-        raise ConfigError(f"scheduler.fn.milestones must be increasing fractions in (0, 1), got {list(milestones)}")
-    return MultiStepLR(optimizer, milestones=[round(f * total_steps) for f in fractions], gamma=gamma)
+    """MultiStepLR with its milestones given as fractions of the run: the classic "divide by 10 at 50% and 75%" of
+    He et al. 2016 / Huang et al. 2016-2017 at any run length."""
+    values = [float(f) for f in fractions]
+    if any(not 0.0 < f < 1.0 for f in values) or values != sorted(values):
+        raise ConfigError(f"scheduler.fn.fractions must be increasing fractions in (0, 1), got {list(fractions)}")
+    return MultiStepLR(optimizer, milestones=[round(f * total_steps) for f in values], gamma=gamma)
 
 
 def snapshot(optimizer: Optimizer, total_steps: int, cycles: int = 5) -> LRScheduler:
