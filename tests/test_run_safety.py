@@ -172,9 +172,7 @@ class _SignalAt(L.Callback):
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_ends_the_run_interrupted_with_the_last_completed_epoch_saved(
-    make_cfg, monkeypatch, signum, code, capsys
-):
+def test_a_signal_ends_the_run_interrupted_with_the_last_step_saved(make_cfg, monkeypatch, signum, code, capsys):
     import ablate.run as run_module
 
     original = run_module.train
@@ -191,7 +189,8 @@ def test_a_signal_ends_the_run_interrupted_with_the_last_completed_epoch_saved(
     assert results["status"] == "interrupted" and "interrupted" in STATUSES
     assert signal.Signals(signum).name in results["error"] and "ckpt_path=" in results["error"]
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 0 and last["global_step"] == 8  # state after the last completed epoch (8 batches)
+    # The state after the last step: epoch 0's 8 batches, then batches 0..2 of epoch 1 (tests/test_midepoch_resume.py)
+    assert last["epoch"] == 1 and last["global_step"] == 8 + 3 and "ablate_mid_epoch" in last
     assert "status: interrupted" in capsys.readouterr().err
 
 

@@ -20,7 +20,8 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
     the class keeps Lightning's name, so the key, and checkpoints, stay exactly Lightning's.
 
 
-    Two fixes on top, both through Lightning's own saving methods:
+    Two fixes on top, both through Lightning's own saving methods (and ``write_last``, which ablate.interrupt calls to
+    save ``last.ckpt`` mid-epoch when a signal stops training):
 
     - ``last.ckpt`` after every epoch. Lightning 2.6 rewrites it only in steps where a top-k checkpoint was also
       saved, so after an epoch that did not improve the monitored metric, ``last.ckpt`` held an older epoch (and a
@@ -41,7 +42,8 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
         super()._save_last_checkpoint(trainer, monitor_candidates)
         self._last_written_step = trainer.global_step
 
-    def _save_last_now(self, trainer: L.Trainer) -> None:
+    def write_last(self, trainer: L.Trainer) -> None:
+        """``last.ckpt`` now, unless it already holds this step (also mid-epoch: ablate.interrupt's stop)."""
         if not self.save_last or self._last_written_step == trainer.global_step:
             return
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != "fit":
@@ -51,11 +53,11 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last_now(trainer)
+            self.write_last(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        self._save_last_now(trainer)  # also the epochs without validation (check_val_every_n_epoch > 1)
+        self.write_last(trainer)  # also the epochs without validation (check_val_every_n_epoch > 1)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath

@@ -1,13 +1,20 @@
 """SIGINT, SIGTERM (and SLURM's requeue signal) end a run cleanly: status ``interrupted``, exit 128 + signal.
 
-A signal during training is noted and acted on at the next safe point (the end of the current batch, or the start
-of the next epoch), so ``last.ckpt`` is never cut mid-write and always holds the state after the last completed
-epoch; a second signal stops at once. Outside training (data loading, testing) the first signal stops at once.
+A signal during training is noted and acted on at the next safe point, the end of the current optimizer step:
+``last.ckpt`` is then rewritten (atomically, with its checksum) with the state after that step, including the
+position in the epoch, the RNG states and the epoch's running statistics, and resuming from it continues with the
+same batches and random numbers, to the same final metrics (``InMemoryLoader.state_dict``,
+``ClassifierModule.on_save_checkpoint``). A signal during an epoch's last batch or its validation stops right after
+that epoch's own ``last.ckpt`` (Lightning's ``FitLoop.reset`` treats a checkpoint of the last batch as a finished
+epoch and would skip its validation and epoch end); one inside a gradient accumulation window stops at its end.
+(SIGTERM there: Lightning's own SIGTERM flag may raise first, leaving the last epoch's ``last.ckpt``.) A second
+signal stops at once, with ``last.ckpt`` as it was. Outside training (data loading, sanity check, testing) the
+first signal stops at once.
 
-Why not Lightning's own handling: Ctrl-C there ends in ``sys.exit(1)``, SIGTERM only sets a flag nobody reads, and
-SLURM's requeue handler saves a mid-epoch checkpoint from inside the signal handler, which the in-memory loaders
-cannot resume to the same batches. Lightning registers its handlers only where none exists (SIGUSR1) or composes
-them with ours (SIGTERM), so installing ours first is enough; no Lightning internals are touched.
+Why not Lightning's own handling: Ctrl-C there ends in ``sys.exit(1)``, SIGTERM in an exception that exits 0, and
+SLURM's requeue handler saves a checkpoint from inside the signal handler, in the middle of whatever the step was
+doing. Lightning registers its handlers only where none exists (SIGUSR1) or composes them with ours (SIGTERM), so
+installing ours first is enough; no Lightning internals are touched.
 """
 
 from __future__ import annotations
@@ -75,7 +82,11 @@ def restore(previous: dict[int, Any]) -> None:
 
 
 class StopAtSafePoint(L.Callback):
-    """Turns a pending signal into ``RunInterrupted`` between batches. One attribute read per batch."""
+    """Turns a pending signal into ``RunInterrupted`` between optimizer steps, after saving ``last.ckpt``.
+
+    One attribute read per batch. Placed last among the callbacks, so the others' batch-end work (EMA updates,
+    snapshots) is done and saved with the step.
+    """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         STATE.deferring = True
@@ -88,11 +99,24 @@ class StopAtSafePoint(L.Callback):
         if STATE.pending is not None:
             raise RunInterrupted(STATE.pending)
 
-    def on_train_batch_end(self, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if STATE.pending is None:
+            return
+        done = batch_idx + 1
+        if done >= trainer.num_training_batches:  # the epoch's end is the safe point (see the module docstring)
+            return
+        if done % max(int(getattr(pl_module, "accumulate_grad_batches", 1)), 1):
+            return  # inside a gradient accumulation window: the summed gradients are in no checkpoint
+        write_last = getattr(trainer.checkpoint_callback, "write_last", None)  # ablate.callbacks.ModelCheckpoint
+        if write_last is not None:
+            write_last(trainer)
         self._check()
 
-    def on_validation_batch_end(self, *args: Any) -> None:
-        self._check()
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.sanity_checking:  # nothing trained yet; validation inside an epoch finishes, then the epoch's end
+            self._check()
 
     def on_train_epoch_start(self, *args: Any) -> None:
         self._check()

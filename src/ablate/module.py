@@ -22,6 +22,7 @@ from ablate.optim import build_scheduler, param_groups, scale_group_lrs
 from ablate.regularization import StepRegularizers
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+MID_EPOCH_KEY = "ablate_mid_epoch"  # checkpoint entry written only by a checkpoint saved inside a training epoch
 
 
 class ClassifierModule(L.LightningModule):
@@ -84,6 +85,7 @@ class ClassifierModule(L.LightningModule):
         self.test_per_class: dict[str, list[float]] = {}
         # A dict, so the hot path never goes through nn.Module.__setattr__.
         self._step_state = {"last_batch": -1, "plain_backward": False}
+        self._mid_epoch_state: dict[str, Any] | None = None  # from a mid-epoch checkpoint, applied at train start
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -119,6 +121,9 @@ class ClassifierModule(L.LightningModule):
     # -- training ------------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
         self._step_state["plain_backward"] = backward_hooks_are_no_ops(self)
+        if self._mid_epoch_state is not None:  # resumed mid-epoch: Lightning skips on_train_epoch_start
+            self._restore_mid_epoch(self._mid_epoch_state)
+            self._mid_epoch_state = None
 
     def _backward(self, loss: torch.Tensor) -> None:
         # manual_backward runs the strategy's and precision plugin's backward wrappers and dispatches
@@ -329,6 +334,44 @@ class ClassifierModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain, resolved config only (no nn.Module / partials): loads with torch.load(weights_only=True).
         checkpoint["ablate_config"] = self.run_config
+        # Inside an epoch (a stop at a batch end, or a save at validation end): started but not yet processed.
+        progress = self.trainer.fit_loop.epoch_progress.current if self._trainer is not None else None
+        if progress is not None and self.trainer.state.fn == "fit" and progress.started > progress.processed:
+            checkpoint[MID_EPOCH_KEY] = self._mid_epoch_snapshot()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._mid_epoch_state = checkpoint.get(MID_EPOCH_KEY)
+
+    def _mid_epoch_snapshot(self) -> dict[str, Any]:
+        """What a mid-epoch checkpoint needs beyond Lightning's state to continue the epoch exactly as if never
+        stopped: the torch RNG states (augmentation, dropout and noise draw from them; the per-epoch reseed in
+        ``on_train_epoch_start`` does not run on a mid-epoch restart) and the epoch's running train statistics."""
+        state: dict[str, Any] = {
+            "cpu_rng": torch.get_rng_state(),
+            "train_stats": {k: v.detach().cpu().clone() for k, v in self.train_stats.named_buffers()},
+        }
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "state_dict"):
+            # Lightning saves it too, but loads it only when the fit loop builds the loader after the restore;
+            # configure_optimizers' estimated_stepping_batches builds it before (Trainer._run: strategy.setup,
+            # then restore_training_state), so the saved position would be ignored.
+            state["loader"] = loader.state_dict()
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore_mid_epoch(self, state: dict[str, Any]) -> None:
+        self._restore_rng(state)
+        for name, buf in self.train_stats.named_buffers():
+            buf.copy_(state["train_stats"][name])
+        loader = self.trainer.train_dataloader
+        if "loader" in state and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(state["loader"])  # read at the first batch (the iterator is a generator)
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["cpu_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
 
 def backward_hooks_are_no_ops(module: L.LightningModule) -> bool:

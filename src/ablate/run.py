@@ -415,7 +415,7 @@ def _interrupted(record: RunRecord, output_dir: Path, signum: int, is_rank_zero:
 
     last = output_dir / "checkpoints" / "last.ckpt"
     args = " ".join(shlex.quote(o) for o in record.data.get("overrides", []))
-    how = f"python train.py {args} ckpt_path={last}".replace("  ", " ") if last.is_file() else "no epoch completed"
+    how = f"python train.py {args} ckpt_path={last}".replace("  ", " ") if last.is_file() else "no checkpoint saved"
     message = f"interrupted by {signal.Signals(signum).name}; resume: {how}"
     if is_rank_zero:
         record.finish("interrupted", message)

@@ -1,7 +1,8 @@
 """What a sweep says when it ends: a one-line recap, and an exit code that tells the truth.
 
 ``SweepRecap`` prints the jobs' counts by status, the sweep dir and the table command. The exit code is non-zero when
-any job failed, diverged or was interrupted.
+any job failed, diverged or was interrupted; in a hyperparameter search only when a trial failed (crashed or was
+misconfigured): diverged trials are part of what a search finds.
 
 Hydra's basic launcher runs the jobs in this process, and each job's ``ablate.run.main`` records its status in
 ``results.json`` and returns (a failed job does not stop the sweep). ``SweepExitCode`` reads those files after
@@ -49,6 +50,11 @@ def interrupted_message(sweep_dir: str | Path, signum: int) -> str:
     )
 
 
+def is_search(config: Any) -> bool:
+    """Whether this multirun is a hyperparameter search (hparams_search=..., our Optuna sweeper)."""
+    return "ablate_optuna_sweeper" in str(config.hydra.sweeper.get("_target_", ""))
+
+
 def exit_code() -> int:
     """1 when the last sweep of this process had a job that did not complete, else 0."""
     return _EXIT_CODE
@@ -61,7 +67,10 @@ class SweepExitCode(Callback):
         global _EXIT_CODE
         sweep_dir = config.hydra.sweep.dir
         statuses = job_statuses(sweep_dir)
-        bad = {job: s for job, s in statuses.items() if s != "completed"}
+        # In a hyperparameter search, diverged trials are findings (that region of the space does not train), and a
+        # trial interrupted by a killed search is rerun when the search resumes: only a crashed trial is an error.
+        expected = ("completed", "diverged", "interrupted") if is_search(config) else ("completed",)
+        bad = {job: s for job, s in statuses.items() if s not in expected}
         _EXIT_CODE = 1 if bad else 0
         if bad:
             print(

@@ -35,6 +35,10 @@ class InMemoryLoader:
     Under DDP every rank shuffles with the same permutation and takes every ``world_size``-th index, so the shards
     are disjoint and together cover the data (the last few samples may differ by one per rank; nothing is padded
     or duplicated, so evaluation counts stay exact).
+
+    Resumable mid-epoch: ``state_dict`` is (epoch, batches yielded so far), which Lightning stores with a checkpoint
+    (the fit loop saves the state of any loader with ``state_dict``/``load_state_dict``) and hands back on a
+    mid-epoch restart; the next iteration over that epoch then skips the batches already trained on.
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class InMemoryLoader:
         self.rank, self.world_size = rank, world_size
         self.sampler = EpochSampler(seed)
         self.batch_sampler = None  # Lightning inspects loaders as if they were DataLoaders
+        self._yielded = 0  # batches of the current iteration handed out so far
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches to skip) from load_state_dict
 
     def indices(self) -> torch.Tensor:
         n = len(self.labels)
@@ -66,7 +72,21 @@ class InMemoryLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # A generator: the epoch (set_epoch) and the skip are read at the first batch, not when iter() is called.
         idx = self.indices()
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        skip = 0
+        if self._resume_at is not None:
+            epoch, batches = self._resume_at
+            skip = batches if epoch == self.sampler.epoch else 0
+            self._resume_at = None
+        self._yielded = skip
+        for start in range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size):
             batch = idx[start : start + self.batch_size]
+            self._yielded += 1
             yield self.images[batch], self.labels[batch]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self._yielded}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches"]))
