@@ -98,6 +98,10 @@ def test_snapshot_ensemble_averages_the_last_m_members_probabilities(make_cfg):
             probs.append(model(module.normalize(dm.x_test)).softmax(1))
     acc = float((torch.stack(probs).mean(0).argmax(1) == dm.y_test).float().mean())
     assert summary["metrics"]["test/acc_snapshot_ens"] == pytest.approx(acc)
+    # The ensemble-size curve: the last m snapshots for every m; m = 1 is the last snapshot alone.
+    assert summary["metrics"]["test/acc_snapshot_ens2"] == pytest.approx(acc)
+    assert summary["metrics"]["test/acc_snapshot_ens1"] == summary["metrics"]["test/acc_snapshot3"]
+    assert {"test/acc_snapshot_ens3", "val/acc_snapshot_ens3"} <= set(summary["metrics"])
 
 
 def test_nocycle_takes_snapshots_at_the_same_steps_of_the_runs_own_schedule(make_cfg):

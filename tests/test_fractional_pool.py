@@ -229,3 +229,25 @@ def test_test_time_average_reduces_variance():
     assert ratio < 1 / 4  # ~1/16 for independent passes
     with pytest.raises(ValueError, match="repeats"):
         fmp_test_time_average(model, x, repeats=0)
+
+
+def test_repeated_test_passes_also_report_the_first_pass_alone():
+    """With R > 1 test passes, test/acc averages the R predictions and test/acc_single_pass scores the first one."""
+    from ablate.metrics import ClassificationStats
+    from ablate.module import ClassifierModule
+
+    class Cycling(torch.nn.Module):  # pass k predicts class k % 3 for every sample
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return torch.nn.functional.one_hot(torch.full((len(x),), (self.calls - 1) % 3), 3).float() * 10
+
+    module = ClassifierModule(Cycling(), None, None, torch.zeros(1), torch.ones(1), eval_repeats=4)
+    x, targets = torch.zeros(5, 1, 2, 2), torch.zeros(5, dtype=torch.long)
+    logits, first = module._eval_step((x, targets), ClassificationStats())
+    assert module.model.calls == 4
+    assert first.argmax(1).tolist() == [0] * 5  # the first pass alone
+    assert logits.exp()[0].tolist() == pytest.approx([0.5, 0.25, 0.25], abs=1e-3)  # passes 0, 1, 2, 0 averaged

@@ -94,3 +94,11 @@ def test_classification_stats_match_torchmetrics():
     stats.reset()
     stats.accumulate(logits, soft, torch.tensor(0.0))
     assert stats.compute()["acc"] == pytest.approx(result["acc"])
+
+
+def test_mlp_widths_give_each_hidden_layer_its_size():
+    mlp = MLP(input_shape=(1, 28, 28), num_classes=10, depth=7, width=3, widths=[1024, 1024, 2048])
+    shapes = [tuple(m.weight.shape) for m in mlp if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(1024, 784), (1024, 1024), (2048, 1024), (10, 2048)]
+    with pytest.raises(ConfigError, match=r"model\.widths"):
+        MLP(input_shape=(1, 2, 2), num_classes=2, widths=[4, 0])

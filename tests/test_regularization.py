@@ -24,7 +24,7 @@ def options(group: str) -> list[str]:
 
 
 # Options that need another model than the default ConvNet, and those the ConvNet must refuse.
-NEEDS_MODEL = {"stochastic_depth": "resnet"}
+NEEDS_MODEL = {"stochastic_depth": "resnet", "input_dropout": "mlp"}
 
 
 @pytest.mark.parametrize("option", options("reg"))
@@ -243,3 +243,56 @@ def test_init_std_matches_formula(scheme, expected_std):
     if scheme == "orthogonal":
         w = layer[0].weight
         torch.testing.assert_close(w @ w.T, torch.eye(300), atol=1e-4, rtol=0)
+
+
+def _branch_survival(model: ResNet, x: torch.Tensor, passes: int) -> torch.Tensor:
+    """Per block and pass, the fraction of samples whose residual branch survived (read from StochasticDepth)."""
+    kept: list[list[float]] = [[] for _ in model.blocks]
+
+    def record(index: int):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+            kept[index].append((output.flatten(1) != 0).any(1).float().mean().item())
+
+        return hook
+
+    for i, block in enumerate(model.blocks):
+        block.drop_branch.register_forward_hook(record(i))
+    with torch.no_grad():
+        for _ in range(passes):
+            model(x)
+    return torch.tensor(kept)  # (blocks, passes)
+
+
+def test_stochastic_depth_batch_mode_drops_a_whole_block_for_the_whole_minibatch_with_linear_decay():
+    torch.manual_seed(0)
+    model = ResNet(input_shape=(1, 8, 8), num_classes=3, depth=20, width=4, stochastic_depth=0.5, batchnorm=False)
+    batch_model = ResNet(
+        input_shape=(1, 8, 8),
+        num_classes=3,
+        depth=20,
+        width=4,
+        stochastic_depth=0.5,
+        batchnorm=False,
+        stochastic_depth_mode="batch",
+    )
+    x = torch.rand(16, 1, 8, 8) + 0.5
+    survival = survival_probabilities(9, 0.5)
+    batch = _branch_survival(batch_model.train(), x, passes=400)
+    assert set(batch.unique().tolist()) <= {0.0, 1.0}  # all samples of a mini-batch share the draw
+    assert batch.mean(1).tolist() == pytest.approx(survival, abs=0.08)  # p_l = 1 - l / L * (1 - p_L)
+    assert batch.mean(1)[0] > batch.mean(1)[-1] + 0.25  # early blocks survive more often than late ones
+    row = _branch_survival(model.train(), x, passes=100)
+    assert ((row > 0) & (row < 1)).float().mean() > 0.5  # per-sample draws: most passes keep some, drop others
+    assert row.mean(1).tolist() == pytest.approx(survival, abs=0.08)
+    # Kept branches are scaled by 1 / p_l in training (torchvision), so evaluation is the plain sum.
+    assert not _branch_survival(batch_model.eval(), x, passes=3).eq(0).any()
+
+
+def test_stochastic_depth_mode_is_a_reg_knob_for_resnet_only(make_cfg):
+    kwargs = model_kwargs("ablate.models.ResNet", RegConfig(stochastic_depth=0.5, stochastic_depth_mode="batch"))
+    assert kwargs == {"stochastic_depth": 0.5, "stochastic_depth_mode": "batch"}
+    assert "stochastic_depth_mode" not in model_kwargs("ablate.models.ResNet", RegConfig(stochastic_depth=0.5))
+    with pytest.raises(ConfigError, match=r"reg\.stochastic_depth_mode is not supported by MLP"):
+        model_kwargs("ablate.models.MLP", RegConfig(stochastic_depth_mode="batch"))
+    with pytest.raises(ConfigError, match=r"reg\.stochastic_depth_mode must be one of \['row', 'batch'\]"):
+        train(make_cfg("model=resnet", "reg=stochastic_depth", "reg.stochastic_depth_mode=layer"))

@@ -64,6 +64,10 @@ def snapshot_closed_form(t: int, cycles: int) -> float:
             ["scheduler=multistep", "scheduler.fn.milestones=[2]", "scheduler.fn.gamma=0.1"],
             lambda t: BASE_LR * (0.1 if (t - 1) // STEPS_PER_EPOCH >= 2 else 1.0),
         ),
+        (
+            ["scheduler=multistep_fraction", "scheduler.fn.fractions=[0.34,0.67]"],
+            lambda t: BASE_LR * 0.1 ** ((t - 1) // STEPS_PER_EPOCH),
+        ),
         (["scheduler=exponential", "scheduler.fn.gamma=0.7"], lambda t: BASE_LR * 0.7 ** ((t - 1) // STEPS_PER_EPOCH)),
         (["scheduler=cosine"], lambda t: BASE_LR / 2 * (1 + math.cos(math.pi * (t - 1) / T))),
         (["scheduler=snapshot", "scheduler.fn.cycles=3"], lambda t: snapshot_closed_form(t, 3)),
@@ -81,7 +85,18 @@ def snapshot_closed_form(t: int, cycles: int) -> float:
             ),
         ),
     ],
-    ids=["none", "step", "multistep", "exponential", "cosine", "snapshot3", "snapshot5", "cyclic", "warmup_cosine"],
+    ids=[
+        "none",
+        "step",
+        "multistep",
+        "multistep_fraction",
+        "exponential",
+        "cosine",
+        "snapshot3",
+        "snapshot5",
+        "cyclic",
+        "warmup_cosine",
+    ],
 )
 def test_lr_follows_closed_form(make_cfg, monkeypatch, overrides, expected):
     lrs = record_lrs(make_cfg, monkeypatch, *overrides)

@@ -28,6 +28,7 @@ MODEL_KNOBS: dict[str, tuple[str, Any, str]] = {
     "input_dropout": ("input_dropout", 0.0, "mlp"),
     "spatial_dropout": ("spatial_dropout", 0.0, "convnet"),
     "stochastic_depth": ("stochastic_depth", 1.0, "a residual model: resnet"),
+    "stochastic_depth_mode": ("stochastic_depth_mode", "row", "a residual model: resnet"),
     "batchnorm": ("batchnorm", None, "mlp, convnet, resnet"),
 }
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
@@ -77,6 +78,7 @@ def check_reg(reg: RegConfig) -> None:
         "dropconnect_layers": ("linear", "linear+conv"),
         "dropconnect_inference": ("mean", "sample"),
         "fmp_mode": ("random", "pseudorandom"),
+        "stochastic_depth_mode": ("row", "batch"),
     }
     for knob, allowed in choices.items():
         if getattr(reg, knob) not in allowed:

@@ -33,6 +33,7 @@ class RegConfig:
     fmp_overlapping: bool = True
     fmp_test_repeats: int = 1  # average the predictions of R forward passes at evaluation
     stochastic_depth: float = 1.0  # survival probability p_L of the last residual block (1.0 = off; resnet)
+    stochastic_depth_mode: str = "row"  # row: drop per sample | batch: per mini-batch, as Huang et al. 2016
     batchnorm: bool | None = None  # null: the model's default; true/false forces it on/off
     input_noise: float = 0.0  # std of Gaussian noise on input pixels in [0, 1] (training only)
     weight_noise: float = 0.0  # std of Gaussian noise on the weights for each training forward pass

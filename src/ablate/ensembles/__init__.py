@@ -197,6 +197,9 @@ def _snapshot_metrics(callback: SnapshotCollector, module: Any, splits: dict[str
     for stage in splits:
         ensemble = average_probabilities(probs[stage][-members:], space="prob")
         _named(classification_metrics(ensemble, targets[stage], n), stage, "snapshot_ens", scores)
+        for m in range(1, len(paths) + 1):  # the ensemble-size curve: the last m snapshots, m = 1..M
+            last_m = average_probabilities(probs[stage][-m:], space="prob")
+            metrics[f"{stage}/acc_snapshot_ens{m}"] = classification_metrics(last_m, targets[stage], n)["acc"]
     return scores
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch.optim import Optimizer
@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import (
     LambdaLR,
     LinearLR,
     LRScheduler,
+    MultiStepLR,
     SequentialLR,
 )
 
@@ -29,6 +30,17 @@ from ablate.errors import ConfigError
 def cosine(optimizer: Optimizer, total_steps: int, eta_min: float = 0.0) -> LRScheduler:
     """Cosine annealing from the base LR to ``eta_min`` over the whole run (Loshchilov & Hutter 2017)."""
     return CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=eta_min)
+
+
+def multistep_fraction(
+    optimizer: Optimizer, total_steps: int, fractions: Sequence[float] = (0.5, 0.75), gamma: float = 0.1
+) -> LRScheduler:
+    """MultiStepLR with its milestones given as fractions of the run: the classic "divide by 10 at 50% and 75%" of
+    He et al. 2016 / Huang et al. 2016-2017 at any run length."""
+    values = [float(f) for f in fractions]
+    if any(not 0.0 < f < 1.0 for f in values) or values != sorted(values):
+        raise ConfigError(f"scheduler.fn.fractions must be increasing fractions in (0, 1), got {list(fractions)}")
+    return MultiStepLR(optimizer, milestones=[round(f * total_steps) for f in values], gamma=gamma)
 
 
 def snapshot(optimizer: Optimizer, total_steps: int, cycles: int = 5) -> LRScheduler:
