@@ -12,8 +12,8 @@ def test_help_lists_groups_and_options(tmp_path):
     out = proc.stdout
     for line in (
         "optimizer: adadelta, adagrad, adam, adamw, lbfgs, momentum, nadam, nesterov, rmsprop, sgd",
-        "scheduler: cosine, cyclic, exponential, multistep, multistep_fraction, none, onecycle, plateau, snapshot, step, swa, "
-        "warmup_cosine",
+        "scheduler: cosine, cyclic, exponential, multistep, multistep_fraction, none, onecycle, plateau, snapshot, "
+        "step, swa, warmup_cosine",
         "ensemble: ema, nocycle, none, snapshot, swa",
         "data: cifar10, cifar100, digits, fashion_mnist, imagefolder, mnist, synthetic",
         "model: convnet, fmpnet, mlp, resnet, transfer",
