@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ablate.checkpoint_io import CheckpointError, load_verified
 from ablate.errors import ConfigError
 from ablate.models.backbones import PROJECT_BACKBONES, adapt_input_conv, first_conv
 
@@ -45,11 +46,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     file = resolve_checkpoint(path)
     try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(
-            f"model.init_from: cannot read {file} ({type(err).__name__}: {err})".splitlines()[0]
-        ) from None
+        ckpt = load_verified(file)  # the checksum check and one-line errors every reader of our checkpoints gets
+    except CheckpointError as err:
+        raise ConfigError(f"model.init_from: {err}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ConfigError(f"model.init_from: {file} is not a Lightning checkpoint of this project (no state_dict)")
     prefix = "model."
