@@ -201,8 +201,6 @@ def test_dropout_masks_at_rate_p_with_inverted_scaling_and_is_identity_at_eval()
 
 
 def test_eval_batches_are_never_augmented(make_cfg):
-    from ablate.run import _typed  # noqa: F401  (train() builds the module; reuse it through a tiny run)
-
     cfg = make_cfg("aug=[flip,crop,noise]", "model=mlp")
     import ablate.run as run
 

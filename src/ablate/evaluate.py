@@ -45,7 +45,7 @@ from ablate.evaluation import (
     predict,
 )
 from ablate.module import ClassifierModule
-from ablate.schema import InitConfig, RegConfig
+from ablate.schema import InitConfig, RegConfig, typed
 
 # data.* keys that shape only the training/validation part, never the official test split.
 TRAIN_SPLIT_KEYS = ("batch_size", "eval_batch_size", "val_size", "num_folds", "fold", "split_seed", "train_subset",
@@ -64,9 +64,10 @@ class Member:
     config: DictConfig
 
 
-def _typed(node: Any, schema: type) -> Any:
+def _checkpoint_typed(node: Any, schema: type) -> Any:
+    """``schema.typed`` for a checkpoint's config, which an older version with other knobs may have written."""
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node or {}))
+        return typed(node, schema)
     except Exception as err:  # a checkpoint written by a version with other knobs
         message = f"cannot read the checkpoint's {schema.__name__} ({err}); evaluate it with the version that wrote it"
         raise ConfigError(message) from err
@@ -81,7 +82,7 @@ def load_member(candidate: Candidate, weights: str | None, device: torch.device,
     if "ablate_config" not in checkpoint:
         raise ConfigError(f"checkpoint {path} has no ablate_config; it was not written by train.py")
     cfg = OmegaConf.create(checkpoint["ablate_config"])
-    reg = _typed(cfg.get("reg"), RegConfig)
+    reg = _checkpoint_typed(cfg.get("reg"), RegConfig)
     # The test split does not depend on batch sizes, the validation split or bootstrap resampling: members that differ
     # only there (seeds, folds, bagging) share one loaded data set. Members normalize with their own checkpoint stats.
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
@@ -91,7 +92,7 @@ def load_member(candidate: Candidate, weights: str | None, device: torch.device,
     datamodule = data_cache[key]
     if "init_from" in cfg.model or "pretrained" in cfg.model:  # model=transfer: the checkpoint holds every weight
         cfg.model.init_from, cfg.model.pretrained = None, False
-    model = build_model(cfg, datamodule, reg, _typed(cfg.get("init"), InitConfig))
+    model = build_model(cfg, datamodule, reg, _checkpoint_typed(cfg.get("init"), InitConfig))
     state = checkpoint["state_dict"]
     module = ClassifierModule(
         model=model,

@@ -47,7 +47,7 @@ from ablate.profiling import NullProfiler
 from ablate.regularization import StepRegularizers, apply_dropconnect, check_reg, model_kwargs
 from ablate.results import RunRecord
 from ablate.rundir import check_folder
-from ablate.schema import AugmentConfig, InitConfig, RegConfig
+from ablate.schema import AugmentConfig, InitConfig, RegConfig, typed
 from ablate.sweep_job import check_objective, divide_threads, objective
 from ablate.validate import effective_seed, validate
 
@@ -78,11 +78,6 @@ def _build_callbacks(cfg: DictConfig, has_val: bool) -> list[L.Callback]:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=patience))
     callbacks.append(History(Path(cfg.paths.output_dir) / "history.csv"))  # per-epoch table for plots
     return callbacks
-
-
-def _typed(node: DictConfig, schema: type) -> Any:
-    """The plain dataclass behind a typed node (the node is already validated by OmegaConf)."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
 
 
 def _use_plain_cuda_probe() -> None:
@@ -151,7 +146,7 @@ def train(
         record.update(effective_seed=seed)  # any integer is a seed; this one is what numpy/torch received
     check_objective(cfg)
     torch_threads = divide_threads(cfg)  # jobs running at once share the cores (hydra/launcher=joblib)
-    reg, aug_cfg, init_cfg = _typed(cfg.reg, RegConfig), _typed(cfg.aug, AugmentConfig), _typed(cfg.init, InitConfig)
+    reg, aug_cfg, init_cfg = typed(cfg.reg, RegConfig), typed(cfg.aug, AugmentConfig), typed(cfg.init, InitConfig)
     check_reg(reg)
     ensemble_callbacks = build_ensemble_callbacks(cfg)  # [] for ensemble=none: nothing runs per step
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))  # process-wide; no effect on GPU arithmetic

@@ -9,8 +9,10 @@ This module imports no torch, so ``train.py --help`` stays fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 
 @dataclass
@@ -77,6 +79,11 @@ class InitConfig:
     """Weight initialization of conv/linear weights (biases are set to zero unless scheme is default)."""
 
     scheme: str = "default"  # default | xavier_uniform | xavier_normal | he_uniform | he_normal | orthogonal
+
+
+def typed(node: Any, schema: type) -> Any:
+    """The plain dataclass behind a typed node: ``schema``'s defaults, overridden by ``node`` (None = all defaults)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node or {}))
 
 
 def register_configs() -> None:
