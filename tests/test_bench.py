@@ -5,21 +5,17 @@ Timings themselves are not asserted (speed is measured by the benchmark, never b
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, load_script, run_cli
 
 BENCH = REPO / "experiments" / "throughput" / "bench.py"
 SMALL = ["data=synthetic", "data.synthetic.num_train=400", "data.val_size=80", "data.batch_size=32"]
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("throughput_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "throughput_bench")
 
 
 def test_lockstep_pairs_every_epoch_and_step(tmp_path: Path):

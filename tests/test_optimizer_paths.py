@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, load_script
 
 
 @pytest.fixture(scope="module")
 def draw():
-    spec = importlib.util.spec_from_file_location("optimizer_paths_draw", REPO / "experiments/optimizer_paths/draw.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "experiments/optimizer_paths/draw.py", "optimizer_paths_draw")
 
 
 def test_every_optimizer_decreases_the_ravine(draw):

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("rvg_analyse", REPO / "experiments/random_vs_grid/analyse.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "experiments/random_vs_grid/analyse.py", "rvg_analyse")
 
 
 def _trial(study: Path, n: int, val: float | None, test: float, lr: float) -> None:
