@@ -53,14 +53,14 @@ def check_job(cfg: DictConfig) -> bool:
         return True
     except ConfigError as err:
         overrides, multirun = hydra_overrides()
-        where = _record_failure(cfg, overrides, str(err))
+        where = record_failure(cfg, overrides, str(err))
         print(f"error: {err}" + (f"\nresults: {where} (status: failed)" if where else ""), file=sys.stderr)
         if multirun:
             return False
         sys.exit(err.exit_code)
 
 
-def _record_failure(cfg: DictConfig, overrides: list[str], message: str) -> Path | None:
+def record_failure(cfg: DictConfig, overrides: list[str], message: str) -> Path | None:
     """A results.json with status failed, like a run that fails later; never over another run's results.json."""
     try:
         output_dir = Path(OmegaConf.select(cfg, "paths.output_dir"))

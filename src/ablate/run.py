@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ablate import resume as resuming
 from ablate.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
-from ablate.cli import hydra_overrides
+from ablate.cli import hydra_overrides, record_failure
 from ablate.config_checks import check_optimization, is_lbfgs, optimizer_stepping
 from ablate.console import quiet_lightning
 from ablate.data.augment import build_augment
@@ -313,14 +313,6 @@ def _sweep_interrupted(sweep_dir: Path, signum: int) -> str:
     return interrupted_message(sweep_dir, signum)
 
 
-def _fail_early(output_dir: Path, config: dict[str, Any], overrides: list[str], cfg: DictConfig, err: Exception):
-    """A one-line error before training; a failed results.json only in a folder that holds no other run."""
-    print(f"error: {err}", file=sys.stderr)
-    if rank_zero_only.rank == 0 and not (output_dir / "results.json").exists():
-        RunRecord(output_dir, config, overrides, seed=cfg.get("seed")).finish("failed", str(err))
-    sys.exit(ConfigError.exit_code)
-
-
 def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     is_rank_zero = rank_zero_only.rank == 0
@@ -332,8 +324,11 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
     check_folder(output_dir, "run folder")
     try:
         resume = resuming.plan(cfg, output_dir, rank_zero=is_rank_zero)
-    except AblateError as err:
-        _fail_early(output_dir, config, overrides, cfg, err)
+    except AblateError as err:  # a refused resume: one line, and a failed record unless the folder holds a run
+        print(f"error: {err}", file=sys.stderr)
+        if is_rank_zero:
+            record_failure(cfg, overrides, str(err))
+        sys.exit(ConfigError.exit_code)
     in_place = resume is not None and resume.in_place
     if is_rank_zero and (output_dir / "results.json").exists() and not in_place:
         print(
