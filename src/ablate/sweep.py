@@ -21,20 +21,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from ablate.results import effective_status, load_results
+from ablate.rundir import status_of
 
 _EXIT_CODE = 0
 
 
 def job_statuses(sweep_dir: str | Path) -> dict[str, str]:
     """{job folder name: effective status} for every job of a sweep that wrote a results.json."""
-    statuses = {}
-    for path in sorted(Path(sweep_dir).glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        try:
-            statuses[path.parent.name] = effective_status(load_results(path))
-        except (OSError, ValueError):
-            statuses[path.parent.name] = "unreadable"
-    return statuses
+    paths = sorted(Path(sweep_dir).glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name))
+    return {path.parent.name: status_of(path.parent) for path in paths}
 
 
 def describe(statuses: dict[str, str]) -> str:
