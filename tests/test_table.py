@@ -109,6 +109,30 @@ def test_welch_verdicts_match_a_hand_computed_statistic(sweep, capsys):
     assert md_rows(table(capsys, sweep, *by_loss))["reg=dropout"][-2] == "better"  # lower loss
 
 
+def test_row_metric_tests_an_ensemble_metric_against_the_baselines_own(tmp_path, capsys):
+    """SWA's claim is its average (test/acc_swa) vs plain SGD's test/acc: one command, the tested metric named."""
+    root = tmp_path / "swa"
+    for s, (sgd, raw, avg) in enumerate([(0.80, 0.70, 0.90), (0.82, 0.72, 0.92), (0.81, 0.71, 0.91)]):
+        write_run(root, f"n{s}", ["ensemble=none", f"seed={s}"], **{"train/acc": 0.9, "test/acc": sgd})
+        write_run(root, f"s{s}", ["ensemble=swa", f"seed={s}"], **{"test/acc": raw, "test/acc_swa": avg})
+    args = [root, "--metrics", "test/acc", "--baseline", "ensemble=none"]
+    plain = md_rows(table(capsys, *args))
+    assert plain["ensemble=swa"][-2] == "worse"  # its raw weights (0.71) vs SGD (0.81)
+    out = table(capsys, *args, "--row-metric", "ensemble=swa:test/acc_swa")
+    assert "test/acc_swa for ensemble=swa" in out.splitlines()[0]
+    assert "test/acc_swa (%)" in out  # the row's metric is added as a column
+    rows = md_rows(out)
+    assert rows["ensemble=swa"][-2] == "better (test/acc_swa)" and rows["ensemble=none"][-2] == "baseline"
+    t = 0.1 / math.sqrt(2 * 0.01**2 / 3)  # means 0.91 vs 0.81, sd 0.01 each, n = 3 (as in the test above)
+    csv_out = table(capsys, *args, "--row-metric", "ensemble=swa:test/acc_swa", "--format", "csv")
+    row = {r["setting"]: r for r in csv.DictReader(io.StringIO(csv_out))}["ensemble=swa"]
+    assert row["compared_metric"] == "test/acc_swa" and float(row["t"]) == pytest.approx(t, rel=1e-9)
+    assert "SETTING:METRIC" in error_of(capsys, *args, "--row-metric", "ensemble=swa")
+    assert "needs --baseline" in error_of(capsys, root, "--row-metric", "ensemble=swa:test/acc_swa")
+    assert "for --row-metric" in error_of(capsys, *args, "--row-metric", "ensemble=ema:test/acc_swa")
+    assert "unknown metric test/acc_sw" in error_of(capsys, *args, "--row-metric", "ensemble=swa:test/acc_sw")
+
+
 def test_settings_are_named_as_typed_and_found_by_value(tmp_path, capsys):
     # Hydra's sweeper hands each job `optimizer.lr=1000000000.0`; multirun.yaml keeps what the user typed.
     root = tmp_path / "sweep"
@@ -220,6 +244,7 @@ def test_csv_is_one_column_per_statistic_and_nothing_else(sweep, capsys):
         "test/loss_std",
         "test/loss_n",
         "vs_baseline",
+        "compared_metric",
         "t",
         "p_value",
     ]

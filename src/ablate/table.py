@@ -2,6 +2,7 @@
 
     python -m ablate.table logs/multiruns/<dir> [--metrics train/acc test/acc gap] [--format md|csv|latex]
         [--over seed,fold] [--baseline "reg=none"] [--baseline-metric test/acc] [--alpha 0.05]
+        [--row-metric "ensemble=swa:test/acc_swa" ...]
         [--reference experiments/<name>/reference.yaml] [--plot bars.png] [--curves curves.png] [--out table.md]
 
 Rows: one per setting, named by its overrides as typed (``optimizer.lr=1e9``), minus the keys in ``--over`` (pooled;
@@ -14,6 +15,9 @@ one column per statistic (<metric>_mean, _std, _n). n = 1 has no ± and no verdi
 
 --baseline: each row gets better / worse / n.s. from Welch's t-test (unequal variances, two-sided) of
 --baseline-metric (default: the first --metrics given, else test/acc) against the baseline row, at level --alpha.
+--row-metric SETTING:METRIC (repeatable) tests that row's METRIC instead, against the baseline's --baseline-metric:
+an ensemble or weight average is judged by its own accuracy, e.g. ``--baseline ensemble=none --row-metric
+"ensemble=swa:test/acc_swa"`` (the SWA average vs plain SGD); the verdict names the metric it tested.
 
 --reference: a YAML file of a paper's numbers, joined by setting, with a difference column (ours - paper):
     source: "Huang et al. 2017, Table 1, p. 6"
@@ -48,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--over", default="seed", help="comma-separated keys pooled within a row (default: seed)")
     p.add_argument("--baseline", help="the setting to compare against, as typed, e.g. 'reg=none'")
     p.add_argument("--baseline-metric", help="metric of the t-test (default: first --metrics given, else test/acc)")
+    p.add_argument(
+        "--row-metric",
+        action="append",
+        default=[],
+        metavar="SETTING:METRIC",
+        help="test this setting's METRIC against the baseline's metric (repeatable), e.g. 'ensemble=swa:test/acc_swa'",
+    )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the t-test (default 0.05)")
     p.add_argument("--reference", type=Path, help="reference.yaml with a paper's numbers to join")
     p.add_argument("--plot", type=Path, help="write a bar chart (mean ± std per setting) to this PNG")
@@ -71,11 +82,14 @@ def run(args: argparse.Namespace) -> str:
     known = available_metrics(runs)
     metrics = args.metrics or [m for m in DEFAULT_METRICS if m in known] or known[:3]
     key_metric = args.baseline_metric or (args.metrics[0] if args.metrics else "test/acc")
-    if args.baseline and key_metric not in metrics:
-        metrics = [*metrics, key_metric]
+    row_metrics = _row_metrics(args.row_metric)
+    if row_metrics and not args.baseline:
+        raise ConfigError("--row-metric needs --baseline (it names what each row is tested with against the baseline)")
+    if args.baseline:
+        metrics = [*metrics, *(m for m in dict.fromkeys([key_metric, *row_metrics.values()]) if m not in metrics)]
     reference = load_reference(args.reference) if args.reference else None
     over = tuple(k.strip() for k in args.over.split(",") if k.strip())
-    rows = build(runs, metrics, over, args.baseline, key_metric, args.alpha, reference)
+    rows = build(runs, metrics, over, args.baseline, key_metric, args.alpha, reference, row_metrics)
     if reference is not None:
         unmatched = [s for s in reference["rows"] if find_row(rows, s) is None]
         if unmatched:
@@ -96,9 +110,22 @@ def run(args: argparse.Namespace) -> str:
     prose += "; accuracies in %, other metrics as recorded"
     if args.baseline:
         prose += f"; vs baseline: Welch's t-test on {key_metric}, alpha = {args.alpha:g}"
+        if row_metrics:
+            prose += " (" + ", ".join(f"{m} for {s}" for s, m in row_metrics.items()) + ")"
     if reference is not None:
         prose += f"; reference: {reference['source']} (Δ = ours - reference)"
     return f"{prose}\n\n{text}"
+
+
+def _row_metrics(specs: list[str]) -> dict[str, str]:
+    """'SETTING:METRIC' -> {SETTING: METRIC}; the last ':' splits (metric names have none)."""
+    out = {}
+    for spec in specs:
+        setting, sep, metric = spec.rpartition(":")
+        if not sep or not setting.strip() or not metric.strip():
+            raise ConfigError(f"--row-metric takes SETTING:METRIC, e.g. 'ensemble=swa:test/acc_swa'; got '{spec}'")
+        out[setting.strip()] = metric.strip()
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,12 +40,14 @@ def build(
     baseline_metric: str | None = None,
     alpha: float = 0.05,
     reference: str | Path | dict[str, Any] | None = None,
+    row_metrics: dict[str, str] | None = None,
 ) -> list[Row]:
     """Rows with mean/std/n per metric; with ``baseline``, Welch verdicts on ``baseline_metric`` (default: the
-    first metric); with ``reference`` (a reference.yaml path or its loaded dict), the paper's numbers joined."""
+    first metric; ``row_metrics``: a setting's own metric for that test); with ``reference`` (a reference.yaml path
+    or its loaded dict), the paper's numbers joined."""
     rows = summarize(runs, list(metrics), tuple(over))
     if baseline:
-        compare(rows, baseline, baseline_metric or metrics[0], alpha)
+        compare(rows, baseline, baseline_metric or metrics[0], alpha, row_metrics)
     if reference is not None:
         ref = reference if isinstance(reference, dict) else load_reference(reference)
         join_reference(rows, ref)

@@ -83,9 +83,17 @@ def columns(rows: list[Row], metrics: list[str], baseline_metric: str | None) ->
         cols.append(Column("not completed", lambda r, tex: _not_completed(r)))
     if baseline_metric:
         dash = lambda tex: "--" if tex else "-"
-        cols.append(Column(f"vs baseline ({baseline_metric})", lambda r, tex: r.verdict or dash(tex)))
+        cols.append(Column(f"vs baseline ({baseline_metric})", lambda r, tex: _verdict_cell(r, baseline_metric, tex)))
         cols.append(Column("p (Welch)", lambda r, tex: dash(tex) if math.isnan(r.p) else f"{r.p:.3g}", "$p$ (Welch)"))
     return cols
+
+
+def _verdict_cell(row: Row, baseline_metric: str, latex: bool) -> str:
+    """The verdict, naming the row's own metric when --row-metric gave it one (``n.s. (test/acc_swa)``)."""
+    text = row.verdict or ("--" if latex else "-")
+    if row.verdict and row.compared and row.compared != baseline_metric:
+        text += f" ({latex_escape(row.compared) if latex else row.compared})"
+    return text
 
 
 def _ref_cell(row: Row, metric: str, latex: bool, diff: bool) -> str:
@@ -137,12 +145,13 @@ def _raw(value: float | None) -> str:
 
 
 def render_csv(rows: list[Row], metrics: list[str], baseline_metric: str | None = None) -> str:
-    """One line per setting: counts by status, then <metric>_mean, _std, _n (and _ref, _diff; vs_baseline, t, p)."""
+    """One line per setting: counts by status, then <metric>_mean, _std, _n (and _ref, _diff; vs_baseline,
+    compared_metric, t, p)."""
     ref_metrics = [m for m in metrics if any(m in r.reference for r in rows)]
     header = ["setting", "n", *(f"n_{s}" for s in NOT_COMPLETED)]
     header += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n")]
     header += [f"{m}_{s}" for m in ref_metrics for s in ("ref", "diff")]
-    header += ["vs_baseline", "t", "p_value"] if baseline_metric else []
+    header += ["vs_baseline", "compared_metric", "t", "p_value"] if baseline_metric else []
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -155,7 +164,7 @@ def render_csv(rows: list[Row], metrics: list[str], baseline_metric: str | None 
             ref = r.reference.get(m)
             line += [_raw(ref), _raw(None if ref is None else r.stats[m].mean - ref)]
         if baseline_metric:
-            line += [r.verdict or "", _raw(r.t), _raw(r.p)]
+            line += [r.verdict or "", r.compared or baseline_metric, _raw(r.t), _raw(r.p)]
         writer.writerow(line)
     return buf.getvalue()
 

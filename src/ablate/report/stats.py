@@ -51,6 +51,7 @@ class Row:
     runs: list[Run]
     stats: dict[str, Stat] = field(default_factory=dict)
     verdict: str | None = None  # better | worse | n.s. | baseline | None (not testable)
+    compared: str | None = None  # the metric the verdict tested for this row (see compare's row_metrics)
     t: float = math.nan
     p: float = math.nan
     reference: dict[str, float] = field(default_factory=dict)
@@ -134,29 +135,47 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def compare(rows: list[Row], baseline: str, metric: str, alpha: float = 0.05) -> Row:
-    """Mark every row better / worse / n.s. against the baseline by Welch's t-test at level ``alpha``."""
+def compare(
+    rows: list[Row], baseline: str, metric: str, alpha: float = 0.05, row_metrics: dict[str, str] | None = None
+) -> Row:
+    """Mark every row better / worse / n.s. against the baseline by Welch's t-test at level ``alpha``.
+
+    ``row_metrics`` maps a setting to the metric that stands for it, when that is not ``metric``: an ensemble or
+    averaged model is judged by its own accuracy (``ensemble=swa`` -> ``test/acc_swa``) against the baseline's
+    ``metric`` (the baseline's own entry, if given, replaces ``metric`` on its side)."""
     base = find_row(rows, baseline)
     if base is None:
         names = "; ".join(r.setting for r in rows)
         raise ConfigError(f"no row with setting '{baseline}' for --baseline; settings: {names}")
-    if metric not in base.stats:
-        raise ConfigError(f"--baseline-metric {metric} is not among --metrics {', '.join(base.stats)}; add it")
+    chosen: dict[int, str] = {}
+    for setting, m in (row_metrics or {}).items():
+        row = find_row(rows, setting)
+        if row is None:
+            names = "; ".join(r.setting for r in rows)
+            raise ConfigError(f"no row with setting '{setting}' for --row-metric; settings: {names}")
+        chosen[id(row)] = m
+    for m in {metric, *chosen.values()}:
+        if m not in base.stats:
+            raise ConfigError(f"metric {m} of the comparison is not among --metrics {', '.join(base.stats)}; add it")
+    base_metric = chosen.get(id(base), metric)
+    base_values = base.stats[base_metric]
     for row in rows:
+        row.compared = chosen.get(id(row), metric)
         if row is base:
             row.verdict = "baseline"
             continue
-        row.t, row.p = welch(row.stats[metric].values, base.stats[metric].values)
+        stat = row.stats[row.compared]
+        row.t, row.p = welch(stat.values, base_values.values)
         if math.isnan(row.p):
-            tested = row.stats[metric].n > 1 and base.stats[metric].n > 1
+            tested = stat.n > 1 and base_values.n > 1
             # Both sides constant: equal means are no difference (e.g. an inactive option); unequal ones untestable.
-            row.verdict = "n.s." if tested and row.stats[metric].mean == base.stats[metric].mean else None
+            row.verdict = "n.s." if tested and stat.mean == base_values.mean else None
             continue
         if row.p >= alpha:
             row.verdict = "n.s."
         else:
-            higher = row.stats[metric].mean > base.stats[metric].mean
-            row.verdict = "better" if higher != lower_is_better(metric) else "worse"
+            higher = stat.mean > base_values.mean
+            row.verdict = "better" if higher != lower_is_better(row.compared) else "worse"
     return base
 
 
