@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from ablate.report.reference import load_reference
@@ -15,7 +16,8 @@ from tests.conftest import CONFIG_DIR, REPO, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 CPU_SCALE = [name for name in EXPERIMENTS if name.endswith("_cpu")]
-REFERENCES = sorted((REPO / "experiments").glob("*/reference.yaml"))
+# optimizer_paths/ is not a training sweep: its reference holds the test functions' minima (checked below).
+REFERENCES = sorted(p for p in (REPO / "experiments").glob("*/reference.yaml") if p.parent.name != "optimizer_paths")
 
 # The setting of each CPU-scale sweep that exercises the most code (the README's multirun names all of them).
 SWEEP_SETTING = {
@@ -120,3 +122,15 @@ def test_reference_reads_and_names_known_metrics_and_settings(tmp_path, path: Pa
         cfg = compose_config([f"experiment={config}"], tmp_path, fast=False)
         for setting in reference["rows"]:
             _check_setting(setting, cfg)
+
+
+def test_optimizer_paths_reference_holds_the_minima_draw_scores_against():
+    """Its rows are the test functions' f* and its claims are the ones results.md gives a verdict on."""
+    from tests.conftest import load_script
+
+    draw = load_script(REPO / "experiments/optimizer_paths/draw.py", "optimizer_paths_draw_ref")
+    reference = load_reference(REPO / "experiments/optimizer_paths/reference.yaml")
+    assert reference["metric"] == "f_min"
+    assert {k: v["f_min"] for k, v in reference["rows"].items()} == {n: f.f_min for n, f in draw.FUNCTIONS.items()}
+    for fn in draw.FUNCTIONS.values():  # f* is the value at the stated argmin
+        assert float(fn.f(*torch.tensor(fn.minimum, dtype=torch.float64))) == pytest.approx(fn.f_min, abs=1e-12)
