@@ -133,6 +133,33 @@ def test_row_metric_tests_an_ensemble_metric_against_the_baselines_own(tmp_path,
     assert "unknown metric test/acc_sw" in error_of(capsys, *args, "--row-metric", "ensemble=swa:test/acc_sw")
 
 
+def test_a_partial_baseline_compares_within_each_group_of_a_factorial_sweep(tmp_path, capsys):
+    """--baseline reg=none beside two activations: each row is tested against the reg=none row of its activation."""
+    root = tmp_path / "grid"
+    accs = {("relu", "none"): 0.80, ("relu", "dropout"): 0.90, ("tanh", "none"): 0.95, ("tanh", "dropout"): 0.90}
+    for (act, reg), acc in accs.items():
+        for s, d in enumerate((-0.01, 0.01, 0.0)):
+            write_run(
+                root,
+                f"{act}-{reg}-{s}",
+                [f"model.activation={act}", f"reg={reg}", f"seed={s}"],
+                **{"test/acc": acc + d},
+            )
+    write_run(root, "gelu", ["model.activation=gelu", "reg=dropout", "seed=0"], **{"test/acc": 0.9})  # no baseline
+    out = table(capsys, root, "--metrics", "test/acc", "--baseline", "reg=none")
+    assert "per group: the row with reg=none and the same other settings" in out.splitlines()[0]
+    rows = md_rows(out)
+    assert rows["model.activation=relu reg=dropout"][-2] == "better"  # 0.90 vs relu's 0.80
+    assert rows["model.activation=tanh reg=dropout"][-2] == "worse"  # 0.90 vs tanh's 0.95
+    assert rows["model.activation=relu reg=none"][-2] == rows["model.activation=tanh reg=none"][-2] == "baseline"
+    assert rows["model.activation=gelu reg=dropout"][-2:] == ["-", "-"]
+    t = 0.1 / math.sqrt(2 * 0.01**2 / 3)  # both sides sd 0.01, n = 3
+    csv_out = table(capsys, root, "--metrics", "test/acc", "--baseline", "reg=none", "--format", "csv")
+    relu = {r["setting"]: r for r in csv.DictReader(io.StringIO(csv_out))}["model.activation=relu reg=dropout"]
+    assert float(relu["t"]) == pytest.approx(t, rel=1e-9)
+    assert "no row with setting 'reg=l1'" in error_of(capsys, root, "--baseline", "reg=l1")
+
+
 def test_settings_are_named_as_typed_and_found_by_value(tmp_path, capsys):
     # Hydra's sweeper hands each job `optimizer.lr=1000000000.0`; multirun.yaml keeps what the user typed.
     root = tmp_path / "sweep"

@@ -15,6 +15,8 @@ one column per statistic (<metric>_mean, _std, _n). n = 1 has no ± and no verdi
 
 --baseline: each row gets better / worse / n.s. from Welch's t-test (unequal variances, two-sided) of
 --baseline-metric (default: the first --metrics given, else test/acc) against the baseline row, at level --alpha.
+In a factorial sweep a baseline may fix only some keys: ``--baseline reg=none`` beside ``model.activation=relu,tanh``
+compares each row with the ``reg=none`` row of the same activation (per-group baselines).
 --row-metric SETTING:METRIC (repeatable) tests that row's METRIC instead, against the baseline's --baseline-metric:
 an ensemble or weight average is judged by its own accuracy, e.g. ``--baseline ensemble=none --row-metric
 "ensemble=swa:test/acc_swa"`` (the SWA average vs plain SGD); the verdict names the metric it tested.
@@ -110,6 +112,8 @@ def run(args: argparse.Namespace) -> str:
     prose += "; accuracies in %, other metrics as recorded"
     if args.baseline:
         prose += f"; vs baseline: Welch's t-test on {key_metric}, alpha = {args.alpha:g}"
+        if find_row(rows, args.baseline) is None:
+            prose += f" (per group: the row with {args.baseline} and the same other settings)"
         if row_metrics:
             prose += " (" + ", ".join(f"{m} for {s}" for s, m in row_metrics.items()) + ")"
     if reference is not None:
