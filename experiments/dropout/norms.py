@@ -50,9 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     if not lines:
         raise SystemExit(f"error: no run with checkpoints/last.ckpt under {args.root}")
     layers = lines[0].count("|") - 4
-    print(
-        f"| run | status | {' | '.join(f'layer {i + 1} max / median' for i in range(layers))} | any unit at or above c |"
-    )
+    header = " | ".join(f"layer {i + 1} max / median" for i in range(layers))
+    print(f"| run | status | {header} | any unit at or above c |")
     print("|---" * (layers + 3) + "|")
     print("\n".join(lines))
 
