@@ -1,0 +1,56 @@
+"""1 vs R test passes, paired: every FMP run is scored both ways on the same images with the same weights, so the
+gain of averaging R passes (``test/acc``) over one pass (``test/acc_single_pass``) is a paired difference per run.
+
+    python experiments/fractional_max_pooling/test_passes.py logs/multiruns/fractional_max_pooling_cpu
+
+Prints a Markdown table: per setting (seeds pooled, as ``python -m ablate.table`` names rows) and over all completed
+runs, the mean gain in points, its std, n and the paired t-test's two-sided p (scipy.stats.ttest_rel). The table
+tool's Welch test compares rows, not two metrics of the same run, hence this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from scipy.stats import ttest_rel
+
+from ablate.report import build, load_runs
+
+SINGLE, AVERAGED = "test/acc_single_pass", "test/acc"
+
+
+def paired_rows(root: Path) -> list[tuple[str, list[float], list[float]]]:
+    """(setting, single-pass accuracies, averaged accuracies) per row, then "all runs"; completed runs only."""
+    rows = build(load_runs(root), [SINGLE, AVERAGED])
+    out = []
+    for row in rows:
+        done = [r for r in row.runs if r.status == "completed" and r.metric(SINGLE) is not None]
+        out.append((row.setting, [r.metric(SINGLE) for r in done], [r.metric(AVERAGED) for r in done]))
+    out.append(("all runs", [v for _, s, _ in out for v in s], [v for _, _, a in out for v in a]))
+    return out
+
+
+def line(setting: str, single: list[float], averaged: list[float]) -> str:
+    gains = [100 * (a - s) for s, a in zip(single, averaged, strict=True)]
+    if len(gains) < 2:
+        return f"| {setting} | {len(gains)} | {gains[0]:+.2f} | - | - |" if gains else f"| {setting} | 0 | - | - | - |"
+    p = ttest_rel(averaged, single).pvalue
+    return f"| {setting} | {len(gains)} | {statistics.fmean(gains):+.2f} | {statistics.stdev(gains):.2f} | {p:.3g} |"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", type=Path, help="the sweep folder")
+    args = p.parse_args(argv)
+    rows = paired_rows(args.root)
+    if not rows[-1][1]:
+        raise SystemExit(f"error: no completed run with {SINGLE} under {args.root}")
+    print(f"| setting | n | gain of R passes ({AVERAGED} - {SINGLE}), points | std | p (paired t) |")
+    print("|---|---|---|---|---|")
+    print("\n".join(line(*r) for r in rows))
+
+
+if __name__ == "__main__":
+    main()
