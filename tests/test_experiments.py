@@ -134,3 +134,17 @@ def test_optimizer_paths_reference_holds_the_minima_draw_scores_against():
     assert {k: v["f_min"] for k, v in reference["rows"].items()} == {n: f.f_min for n, f in draw.FUNCTIONS.items()}
     for fn in draw.FUNCTIONS.values():  # f* is the value at the stated argmin
         assert float(fn.f(*torch.tensor(fn.minimum, dtype=torch.float64))) == pytest.approx(fn.f_min, abs=1e-12)
+
+
+def test_every_paper_experiment_has_results_and_a_verdict_in_the_index():
+    """Issue 11's deliverable per folder: README, reference.yaml, results.md, and one index row with yes/partly/no."""
+    index = (REPO / "experiments" / "README.md").read_text().splitlines()
+    papers = [name for name in EXPERIMENTS if f"{name}_cpu" in EXPERIMENTS] + ["optimizer_paths"]
+    for name in papers:
+        folder = REPO / "experiments" / name
+        for doc in ("README.md", "reference.yaml", "results.md"):
+            assert (folder / doc).is_file(), f"{name}/{doc}"
+        rows = [line for line in index if line.startswith(f"| [`{name}/`]")]
+        assert len(rows) == 1, name
+        assert rows[0].split(" | ")[-2] in {"yes", "partly", "no"}, rows[0]
+        assert "not yet run" not in (folder / "README.md").read_text(), name
