@@ -67,6 +67,21 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
+def write_run(root, name, overrides, status="completed", seed=None, history=None, **metrics) -> Path:
+    """A fake run folder for the report tools: results.json (status, overrides, metrics) and, given per-epoch
+    accuracies, a history.csv; no training."""
+    run = root / name
+    run.mkdir(parents=True)
+    data = {"status": status, "overrides": overrides, "seed": seed, "metrics": metrics}
+    data.update(metrics.pop("_extra", {}))
+    (run / "results.json").write_text(json.dumps(data))
+    if history:
+        lines = ["epoch,train/loss,train/acc,val/loss,val/acc,lr,time"]
+        lines += [f"{e},{1 / (e + 1)},{a},{1.2 / (e + 1)},{a - 0.05},0.1,{e + 1.0}" for e, a in enumerate(history)]
+        (run / "history.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
 def load_script(path: Path, name: str) -> ModuleType:
     """An experiment script (not part of the package) imported as a module, to test its functions."""
     spec = importlib.util.spec_from_file_location(name, path)

@@ -3,23 +3,20 @@ run's verified last.ckpt; "at or above c" only when some unit reaches the constr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ablate.checkpoint_io import AtomicCheckpointIO
-from tests.conftest import REPO, load_script
+from tests.conftest import REPO, load_script, write_run
 
 
 def _run(root: Path, name: str, reg: str, first_layer_rows: list[float]) -> None:
-    run = root / name
-    (run / "checkpoints").mkdir(parents=True)
+    run = write_run(root, name, ["experiment=dropout_cpu", f"reg={reg}", "seed=0"])
+    (run / "checkpoints").mkdir()
     rows = torch.tensor(first_layer_rows).unsqueeze(1) * torch.eye(1, 4)  # row i has norm first_layer_rows[i]
     state = {"model.0.weight": rows, "model.0.bias": torch.zeros(3), "model.2.weight": torch.full((2, 3), 9.0)}
     AtomicCheckpointIO().save_checkpoint({"state_dict": state}, run / "checkpoints" / "last.ckpt")
-    record = {"status": "completed", "overrides": ["experiment=dropout_cpu", f"reg={reg}", "seed=0"], "metrics": {}}
-    (run / "results.json").write_text(json.dumps(record))
 
 
 def test_norms_per_hidden_layer_and_whether_c_is_reached(tmp_path: Path, capsys) -> None:

@@ -3,20 +3,12 @@ run, pooled per setting and over all runs, with a paired t-test."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from scipy.stats import ttest_rel
 
-from tests.conftest import REPO, load_script
-
-
-def _run(root: Path, name: str, mode: str, seed: int, single: float, averaged: float, status: str = "completed"):
-    (root / name).mkdir(parents=True)
-    metrics = {"test/acc_single_pass": single, "test/acc": averaged} if status == "completed" else {}
-    record = {"status": status, "overrides": [f"reg.fmp_mode={mode}", f"seed={seed}"], "metrics": metrics}
-    (root / name / "results.json").write_text(json.dumps(record))
+from tests.conftest import REPO, load_script, write_run
 
 
 def test_paired_gain_per_setting_and_overall(tmp_path: Path, capsys) -> None:
@@ -24,8 +16,9 @@ def test_paired_gain_per_setting_and_overall(tmp_path: Path, capsys) -> None:
     pairs = {"random": [(0.70, 0.74), (0.72, 0.75), (0.71, 0.76)], "pseudorandom": [(0.80, 0.81), (0.78, 0.80)]}
     for mode, runs in pairs.items():
         for seed, (single, averaged) in enumerate(runs):
-            _run(tmp_path, f"{mode}{seed}", mode, seed, single, averaged)
-    _run(tmp_path, "failed", "random", 9, 0, 0, status="failed")  # not completed: left out
+            metrics = {"test/acc_single_pass": single, "test/acc": averaged}
+            write_run(tmp_path, f"{mode}{seed}", [f"reg.fmp_mode={mode}", f"seed={seed}"], **metrics)
+    write_run(tmp_path, "failed", ["reg.fmp_mode=random", "seed=9"], status="failed")  # not completed: left out
     script.main([str(tmp_path)])
     out = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines()[2:]}
     assert out["reg.fmp_mode=random"].split("|")[2:4] == [" 3 ", " +4.00 "]  # gains 4, 3, 5 points

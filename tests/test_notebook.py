@@ -5,8 +5,7 @@ from __future__ import annotations
 import nbformat
 from nbclient import NotebookClient
 
-from tests.conftest import REPO
-from tests.test_table import write_run
+from tests.conftest import REPO, write_run
 
 
 def test_analysis_notebook_runs_on_a_generated_sweep(tmp_path, monkeypatch):

@@ -3,29 +3,22 @@ as a band; rows pooled by seed like the table."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, load_script
+from tests.conftest import REPO, load_script, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _run(root: Path, name: str, overrides: list[str], **metrics: float) -> None:
-    (root / name).mkdir(parents=True)
-    record = {"status": "completed", "overrides": overrides, "metrics": metrics}
-    (root / name / "results.json").write_text(json.dumps(record))
 
 
 def test_curve_per_setting_pooled_over_seeds(tmp_path: Path, capsys) -> None:
     script = load_script(REPO / "experiments/snapshot_ensembles/ensemble_size.py", "snapshot_ensemble_size")
     root = tmp_path / "sweep"
     for s in range(2):
-        _run(root, f"none{s}", ["ensemble=none", f"seed={s}"], **{"test/acc": 0.80 + 0.02 * s})
+        write_run(root, f"none{s}", ["ensemble=none", f"seed={s}"], **{"test/acc": 0.80 + 0.02 * s})
         ens = {f"test/acc_snapshot_ens{m}": 0.80 + 0.01 * m + 0.02 * s for m in (1, 2, 3)}
-        _run(root, f"snap{s}", ["ensemble=snapshot", f"seed={s}"], **{"test/acc": 0.81, **ens})
+        write_run(root, f"snap{s}", ["ensemble=snapshot", f"seed={s}"], **{"test/acc": 0.81, **ens})
     out = tmp_path / "size.png"
     script.main([str(root), "--out", str(out)])
     assert out.read_bytes().startswith(PNG_MAGIC)

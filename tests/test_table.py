@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import shutil
@@ -18,21 +17,9 @@ import pytest
 from ablate.report import build, load_runs
 from ablate.report.render import latex_escape
 from ablate.table import main
+from tests.conftest import write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def write_run(root, name, overrides, status="completed", seed=None, history=None, **metrics):
-    run = root / name
-    run.mkdir(parents=True)
-    data = {"status": status, "overrides": overrides, "seed": seed, "metrics": metrics}
-    data.update(metrics.pop("_extra", {}))
-    (run / "results.json").write_text(json.dumps(data))
-    if history:
-        lines = ["epoch,train/loss,train/acc,val/loss,val/acc,lr,time"]
-        lines += [f"{e},{1 / (e + 1)},{a},{1.2 / (e + 1)},{a - 0.05},0.1,{e + 1.0}" for e, a in enumerate(history)]
-        (run / "history.csv").write_text("\n".join(lines) + "\n")
-    return run
 
 
 def table(capsys, *args):
