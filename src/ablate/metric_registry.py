@@ -41,7 +41,8 @@ DERIVED: dict[str, bool] = {"gap": True}
 
 _BASE_PATTERN = "|".join(sorted((re.escape(b) for b in BASES), key=len, reverse=True))
 _NAME = re.compile(
-    rf"^(?P<stage>{'|'.join(STAGES)})/(?P<base>{_BASE_PATTERN})(?:_(?P<variant>{VARIANT_PATTERN}))?(?P<best>_best)?$"
+    rf"^(?P<stage>{'|'.join(STAGES)})/(?P<base>{_BASE_PATTERN})"
+    rf"(?:_(?P<variant>{VARIANT_PATTERN}))?(?P<best>_best)?$"
 )
 
 EXAMPLES = (
