@@ -1,6 +1,7 @@
 """Evaluate saved runs and their ensemble: python evaluate.py run=<dir> | runs='[d1,d2]' | sweep=<dir> top_k=5."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -14,6 +15,17 @@ os.environ.setdefault("ABLATE_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 @task
 def main(cfg: DictConfig) -> float | None:
+    from ablate.errors import ConfigError
+    from ablate.validate import validate_evaluate  # torch-free: a bad key answers before torch is imported
+
+    try:
+        validate_evaluate(cfg)
+    except ConfigError as err:
+        output_dir = Path(cfg.paths.output_dir)
+        if output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # Hydra made it; leave nothing behind
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     from ablate.evaluate import main as evaluate_main  # imported here so --help answers without loading torch
 
     return evaluate_main(cfg)

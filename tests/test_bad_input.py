@@ -99,7 +99,7 @@ FUZZ: list[tuple[list[str], str]] = [
     (["scheduler=exponential", "scheduler.fn.gamma=-0.5"], "scheduler.fn.gamma must be a positive number"),
     (["scheduler=step", "scheduler.fn.gamma=0"], "scheduler.fn.gamma must be a positive number"),
     (["scheduler=plateau", "scheduler.fn.mode=max"], "scheduler.fn.mode=max contradicts monitor val/loss"),
-    (["scheduler=plateau", "scheduler.monitor=val/acc"], "scheduler.fn.mode=min contradicts monitor val/acc"),
+    (["scheduler=plateau", "scheduler.monitor=val/acc", "scheduler.fn.mode=min"], "scheduler.fn.mode=min contradicts"),
     (["scheduler=plateau", "scheduler.fn.factor=1.5"], "scheduler.fn.factor must be a number in (0, 1)"),
     (["scheduler=plateau", "scheduler.fn.patience=-2"], "scheduler.fn.patience must be an integer >= 0"),
     (["scheduler=multistep", "scheduler.fn.milestones=[3,-5]"], "scheduler.fn.milestones must be a list of integers"),
@@ -200,6 +200,8 @@ def every_option() -> list[list[str]]:
             groups.setdefault(path.parent.name, []).append(path.stem)
     rows = max(len(options) for options in groups.values())
     lists = [[f"{group}={options[i % len(options)]}" for group, options in groups.items()] for i in range(rows)]
+    for overrides in lists:  # data.root is mandatory (???) for data=imagefolder: a missing one is refused
+        overrides += ["data.root=images"] if "data=imagefolder" in overrides else []
     return lists + [[f"experiment={path.stem}"] for path in sorted(CONFIG_DIR.glob("experiment/*.yaml"))]
 
 
@@ -248,8 +250,9 @@ def test_a_checkpoint_mode_against_its_metric_is_a_warning(tmp_path):
     # Training is unaffected, only the "best" pick is inverted (a test device elsewhere: best = the first epoch).
     warnings = validate(compose_config(["callbacks.model_checkpoint.mode=min"], tmp_path))
     assert warnings == [
-        "callbacks.model_checkpoint.mode=min contradicts monitor val/acc (lower loss / higher acc is better); use "
-        "callbacks.model_checkpoint.mode=max (the 'best' checkpoint is the worst epoch)"
+        "callbacks.model_checkpoint.mode=min contradicts monitor val/acc (higher is better, ablate.metric_registry); "
+        "use callbacks.model_checkpoint.mode=max, or leave it null to follow the monitor (the 'best' checkpoint is "
+        "the worst epoch)"
     ]
 
 

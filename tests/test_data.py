@@ -140,6 +140,24 @@ def test_datamodule_keeps_official_test_split_apart():
     assert dm.input_shape == (1, 28, 28) and dm.num_classes == 10
 
 
+def test_pad_zero_pads_every_split_and_the_input_shape():
+    """data.pad=4 turns 28x28 into 36x36 (Graham 2014's MNIST input) for train, validation and test alike."""
+    synthetic = {"num_train": 200, "num_test": 50}
+    plain = DataModule(name="synthetic", val_size=0.25, synthetic=synthetic)
+    padded = DataModule(name="synthetic", val_size=0.25, synthetic=synthetic, pad=4)
+    plain.prepare()
+    padded.prepare()
+    assert padded.input_shape == (1, 36, 36) and padded.summary()["input_shape"] == [1, 36, 36]
+    assert padded.summary()["pad"] == 4
+    for split in ("x_train", "x_val", "x_test"):
+        x, inner = getattr(padded, split), getattr(plain, split)
+        assert x.shape[-2:] == (36, 36) and x.dtype == torch.uint8
+        assert torch.equal(x[..., 4:-4, 4:-4], inner)  # the same images, in the same order, centred
+        border = x.clone()
+        border[..., 4:-4, 4:-4] = 0
+        assert not border.any()  # zeros on every side
+
+
 def test_train_subset_is_stratified_and_leaves_val_alone():
     dm = DataModule(name="synthetic", val_size=100, train_subset=200, synthetic={"num_train": 1000})
     dm.prepare()
@@ -155,6 +173,7 @@ def test_train_subset_is_stratified_and_leaves_val_alone():
         ({"num_folds": 1}, "data.num_folds must be 0"),
         ({"num_folds": 3, "fold": 3}, "data.fold must be in [0, 3)"),
         ({"name": "imagenet"}, "data.name 'imagenet' is unknown"),
+        ({"pad": -1}, "data.pad must be an integer >= 0"),
     ],
 )
 def test_datamodule_rejects_impossible_values(kwargs, message):
@@ -187,3 +206,12 @@ def test_eval_loader_is_in_order():
     x = torch.zeros(5, 1, 1, 1, dtype=torch.uint8)
     loader = InMemoryLoader(x, torch.arange(5), batch_size=2, shuffle=False)
     assert torch.cat([y for _, y in loader]).tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("value", ["abc", "-2", "1.5", "true"])
+def test_pad_is_checked_by_the_rule_book(value, tmp_path):
+    from ablate.validate import validate
+    from tests.conftest import compose_config
+
+    with pytest.raises(ConfigError, match=r"^data\.pad must be an integer >= 0 \(pixels of zeros on every side\)"):
+        validate(compose_config([f"data.pad={value}"], tmp_path))

@@ -64,20 +64,20 @@ def test_training_reports_torchmetrics_test_metrics_and_per_class_accuracy(runs)
 
 # -- end to end through evaluate.py -------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_ensemble_of_the_same_run_twice_equals_the_run_and_leaves_it_untouched(runs, tmp_path):
+def test_evaluating_one_run_reproduces_its_test_and_leaves_it_untouched(runs, tmp_path):
     before = _hashes(runs["a"])
     out = tmp_path / "eval"
-    proc = run_cli([f"runs=[{runs['a']},{runs['a']}]", f"hydra.run.dir={out}"], tmp_path, script="evaluate.py")
+    proc = run_cli([f"runs=[{runs['a']}]", f"hydra.run.dir={out}"], tmp_path, script="evaluate.py")
     assert proc.returncode == 0, proc.stderr
     assert _hashes(runs["a"]) == before  # byte-identical, no file added or removed
     results = json.loads((out / "results.json").read_text())
     member = results["members"][0]
-    assert results["metrics"] == member["metrics"] == results["members"][1]["metrics"]
+    assert results["metrics"] == member["metrics"]  # one member: the ensemble is the member
     assert results["metrics_per_class"] == member["metrics_per_class"]
     # Re-testing from the checkpoint reproduces the run's own test.
     assert member["metrics"]["test/acc"] == pytest.approx(read_results(runs["a"])["metrics"]["test/acc"], abs=1e-6)
     assert member["weights"] == "best" and member["checkpoint"].startswith(str(runs["a"]))
-    assert [p["members"] for p in results["ensemble_size_curve"]] == [1, 2]
+    assert [p["members"] for p in results["ensemble_size_curve"]] == [1]
     assert "| **ensemble** |" in (out / "results.md").read_text()
     assert (out / "ensemble_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -239,3 +239,122 @@ def test_help_lists_the_keys(tmp_path):
     proc = run_cli(["--help"], tmp_path, check=True, script="evaluate.py")
     for key in ("run:", "runs:", "sweep:", "top_k:", "metric: val/acc_best", "space: prob", "mc_samples:", "tta:"):
         assert key in proc.stdout, key
+
+
+# -- bad input: each class one line, exit 2, before any model is loaded ---------------------------------------------
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["top_k=abc"], "top_k must be an integer >= 1 or null (how many of the best runs to keep; null keeps all), "
+                        "got 'abc'; e.g. top_k=3"),
+        (["top_k=1.5"], "top_k must be an integer >= 1 or null"),
+        (["top_k=0"], "top_k must be an integer >= 1 or null"),
+        (["batch_size=-8"], "batch_size must be an integer >= 1 or null (null: each run's data.eval_batch_size)"),
+        (["batch_size=0"], "batch_size must be an integer >= 1 or null"),
+        (["eval.mc_samples=abc"], "eval.mc_samples must be an integer >= 0"),
+        (["device=gpu"], "device must be auto, cpu, cuda, cuda:<index> or mps, got 'gpu'; e.g. device=cpu"),
+        (["device=cuda"], "device=cuda but torch finds no CUDA GPU on this machine; use device=auto or device=cpu"),
+        (["runs=[{a},{b},{a}/]"], "runs lists {a}/ twice (as {a}); each run is one ensemble member"),
+    ],
+)  # fmt: skip
+def test_bad_evaluate_keys_are_one_line_errors_before_any_model_loads(overrides, message, runs, tmp_path, capsys,
+                                                                      monkeypatch):  # fmt: skip
+    import ablate.evaluate as evaluation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine "has no GPU", whatever it has
+    monkeypatch.setattr(evaluation, "load_member", lambda *a, **k: pytest.fail("a model was loaded"))
+    given = [o.format(**runs) for o in overrides]
+    source = [] if any(o.startswith("runs=") for o in given) else [f"runs=[{runs['a']},{runs['b']}]"]
+    out = tmp_path / "eval"
+    out.mkdir()  # as Hydra makes it
+    with pytest.raises(SystemExit) as exit_info:
+        evaluation.main(_cfg(out, *source, *given))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {err.removeprefix('error: ')}" and "\n" not in err
+    assert message.format(**runs) in err
+    assert not out.exists()
+
+
+def test_a_bad_key_is_refused_before_torch_is_imported(tmp_path):
+    proc = run_cli(["runs=[x]", "top_k=1.5", f"hydra.run.dir={tmp_path / 'eval'}"], tmp_path, script="evaluate.py")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: top_k must be an integer >= 1")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "eval").exists()
+
+
+# -- members from a sweep: labels, one setting, ties -----------------------------------------------------------------
+def _job(sweep: Path, job: str, overrides: list[str], **metrics: float) -> Path:
+    run_dir = sweep / job
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps({"status": "completed", "overrides": overrides,
+                                                      "metrics": metrics}))  # fmt: skip
+    return run_dir
+
+
+def test_members_are_labelled_by_their_overrides_as_typed_and_one_setting_can_be_chosen(tmp_path):
+    from ablate.ensembles.members import settings_of, within_setting
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - optimizer.lr=1e-3,1e-2\n"
+                                         "    - seed=0,1\n")  # fmt: skip
+    for job, (lr, seed) in enumerate([("0.001", 0), ("0.001", 1), ("0.01", 0), ("0.01", 1)]):
+        overrides = ["data=digits", f"optimizer.lr={lr}", f"seed={seed}", "paths.log_dir=x"]  # data=: all runs share it
+        _job(sweep, str(job), overrides, **{"val/acc_best": 0.5})
+    candidates, _ = collect(None, None, str(sweep))
+    assert [c.label for c in candidates] == ["optimizer.lr=1e-3 seed=0", "optimizer.lr=1e-3 seed=1",
+                                             "optimizer.lr=1e-2 seed=0", "optimizer.lr=1e-2 seed=1"]  # fmt: skip
+    assert settings_of(candidates) == {"optimizer.lr=1e-3": 2, "optimizer.lr=1e-2": 2}
+    chosen = within_setting(candidates, "optimizer.lr=0.01")  # compared by value, as Hydra reads it
+    assert [c.run_dir.name for c in chosen] == ["2", "3"]
+    with pytest.raises(ConfigError, match=r"matches no completed run; settings there: optimizer\.lr=1e-2; optimizer"):
+        within_setting(candidates, "optimizer.lr=0.1")
+
+
+def test_a_setting_named_in_part_that_matches_several_is_refused(tmp_path):
+    from ablate.ensembles.members import within_setting
+
+    for job, overrides in enumerate([["reg=none", "seed=0"], ["reg=none", "aug=flip"], ["reg=dropout"]]):
+        _job(tmp_path / "sweep", str(job), overrides, **{"val/acc_best": 0.5})
+    candidates, _ = collect(None, None, str(tmp_path / "sweep"))
+    assert [c.run_dir.name for c in within_setting(candidates, "reg=none")] == ["0"]  # the one named in full
+    with pytest.raises(ConfigError, match="setting='aug=flip reg=dropout' matches no completed run"):
+        within_setting(candidates, "aug=flip reg=dropout")
+    _job(tmp_path / "sweep", "3", ["reg=dropout", "aug=flip"], **{"val/acc_best": 0.5})
+    candidates, _ = collect(None, None, str(tmp_path / "sweep"))
+    with pytest.raises(ConfigError, match=r"setting='aug=flip' matches 2 settings \(reg=dropout aug=flip; reg=none"):
+        within_setting(candidates, "aug=flip")
+
+
+def test_top_k_ties_are_broken_by_lower_val_loss_then_by_job_number(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for job, acc, loss in (("10", 0.9, 0.3), ("2", 0.9, 0.3), ("3", 0.9, 0.2), ("1", 0.8, 0.1), ("4", 0.9, None)):
+        _job(sweep, job, [f"seed={job}"], **{"val/acc_best": acc, **({"val/loss": loss} if loss else {})})
+    candidates, _ = collect(None, None, str(sweep))
+    assert [c.run_dir.name for c in rank(candidates, "val/acc_best", top_k=None)] == ["3", "2", "10", "4", "1"]
+    assert [c.run_dir.name for c in rank(list(reversed(candidates)), "val/acc_best", top_k=2)] == ["3", "2"]
+    assert "top_k=2 cuts through 4 runs tied at val/acc_best=0.9" in capsys.readouterr().err
+
+
+def test_a_top_k_from_several_settings_says_so_and_labels_members(runs, tmp_path):
+    """Copies of the two trained runs as a sweep of two settings (their checkpoints stay where they are)."""
+    sweep = tmp_path / "sweep"
+    for job, name, overrides in (("0", "a", ["reg=dropout", "seed=0"]), ("1", "b", ["reg=none", "seed=1"])):
+        (sweep / job).mkdir(parents=True)
+        results = {**read_results(runs[name]), "overrides": overrides}
+        (sweep / job / "results.json").write_text(json.dumps(results))
+    mixed = evaluate(_cfg(tmp_path / "e1", f"sweep={sweep}", "top_k=2"), tmp_path / "e1")
+    assert sorted(m["label"] for m in mixed["members"]) == ["reg=dropout seed=0", "reg=none seed=1"]
+    assert mixed["selection"]["settings"] == {m["setting"]: 1 for m in mixed["members"]}
+    (warning,) = mixed["warnings"]
+    assert "the 2 members come from 2 settings" in warning and "add 'setting=\"reg=none\"'" in warning
+    one = evaluate(_cfg(tmp_path / "e2", f"sweep={sweep}", "setting='reg=none'"), tmp_path / "e2")
+    assert [m["label"] for m in one["members"]] == ["reg=none seed=1"] and one["warnings"] == []
+    assert one["selection"]["setting"] == "reg=none"
+
+
+def test_a_sweep_without_runs_is_an_error_naming_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for sweep in (tmp_path / "empty", tmp_path / "missing"):
+        with pytest.raises(ConfigError, match=f"no runs found at {sweep}"):
+            collect(None, None, str(sweep))

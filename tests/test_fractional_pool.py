@@ -14,6 +14,7 @@ from ablate.layers.fractional_pool import (
     fmp_output_size,
     fmp_pool2d,
     fmp_regions,
+    fmp_span,
     fmp_test_time_average,
 )
 
@@ -24,16 +25,13 @@ MODES = ["random", "pseudorandom"]
 @pytest.mark.parametrize(
     ("hw", "kwargs", "expected"),
     [
-        ((32, 32), {}, (22, 22)),  # floor(32 / sqrt 2) = 22
-        ((25, 18), {}, (17, 12)),
-        ((10, 7), {"ratio": 1.5}, (6, 4)),
+        ((32, 32), {}, (23, 23)),  # round(32 / sqrt 2) = round(22.6) = 23 (Graham's rounding, not floor)
+        ((25, 18), {}, (18, 13)),  # 17.7 -> 18, 12.7 -> 13
+        ((10, 7), {"ratio": 1.5}, (7, 5)),  # 6.67 -> 7, 4.67 -> 5
         ((12, 9), {"ratio": (2.0, 1.25)}, (6, 7)),
-        (
-            (33, 9),
-            {"ratio": (1.1, 9 / 7)},
-            (30, 7),
-        ),  # 33 / 1.1 and 9 / (9 / 7) are 29.99..., 6.99... in floats
+        ((33, 9), {"ratio": (1.1, 9 / 7)}, (30, 7)),  # 29.99..., 6.99... in floats
         ((1, 2), {}, (1, 1)),  # never below 1
+        ((2, 3), {"ratio": 1.1}, (1, 2)),  # overlapping: at most n_in - 1 (each region steps at least one row)
         ((16, 9), {"output_size": (11, 5)}, (11, 5)),
         ((16, 9), {"output_size": 7}, (7, 7)),
     ],
@@ -44,7 +42,8 @@ def test_output_size(hw, kwargs, expected):
 
 
 def test_output_size_rule_and_validation():
-    assert [fmp_output_size(n, math.sqrt(2)) for n in (2, 3, 8, 23, 100)] == [1, 2, 5, 16, 70]
+    assert [fmp_output_size(n, math.sqrt(2)) for n in (2, 3, 8, 23, 35, 100)] == [1, 2, 6, 16, 25, 71]
+    assert fmp_output_size(3, 1.1) == 3 and fmp_output_size(3, 1.1, overlapping=True) == 2
     with pytest.raises(ValueError, match="ratio must be >= 1"):
         FractionalMaxPool2d(ratio=0.9)
     with pytest.raises(ValueError, match="either ratio or output_size"):
@@ -115,11 +114,33 @@ def test_region_layouts(mode, n_in, n_out):
     covered = torch.cat([torch.arange(s, e + 1) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
     assert covered.tolist() == list(range(n_in))  # disjoint: a partition of the rows, in order
 
+    # Overlapping: the sequence ends at n_in - 1 (the paper's 1..N_in, 0-based), so regions [a_{i-1}, a_i] tile the
+    # input with one shared row between neighbours and the last one ends on the last row, full size.
+    if n_out == n_in:
+        return  # overlapping regions step at least one row each: n_out <= n_in - 1
+    a = fmp_boundaries(fmp_span(n_in, True), n_out, mode, torch.Generator().manual_seed(2))
     starts, ends = fmp_regions(a, overlapping=True)
     assert torch.equal(starts, a[:-1])
     assert torch.equal(ends[:-1], starts[1:])  # each region shares exactly its last row with the next
-    assert ends[-1] == n_in - 1  # the last region is clipped to the input
-    assert torch.equal(ends[:-1] - starts[:-1] + 1, a.diff()[:-1] + 1)  # sizes 2 or 3 for alpha in (1, 2)
+    assert ends[-1] == n_in - 1
+    assert torch.equal(ends - starts + 1, a.diff() + 1)  # every region, the last included, is unclipped
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("n_in", [35, 24, 16, 10, 6, 3, 2])  # the inputs of the paper's MNIST net's FMP layers
+def test_overlapping_layer_never_clips_its_last_region(mode, n_in):
+    """Every overlapping region of the layer is a full [a_{i-1}, a_i] of 2 or 3 rows, the last one included, and the
+    regions cover every row (the clipped last region of main at 151a8ea had 1 or 2)."""
+    torch.manual_seed(n_in)
+    pool = FractionalMaxPool2d(mode=mode, overlapping=True)
+    for _ in range(10):
+        out = pool(torch.randn(1, 1, n_in, n_in))
+        for boundaries in pool.last_boundaries:
+            starts, ends = fmp_regions(boundaries, overlapping=True)
+            sizes = (ends - starts + 1).tolist()
+            assert set(sizes) <= {2, 3}, sizes
+            assert int(starts[0]) == 0 and int(ends[-1]) == n_in - 1
+        assert out.shape[-1] == fmp_output_size(n_in, math.sqrt(2), overlapping=True)
 
 
 def brute_force_pool(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, overlapping: bool) -> torch.Tensor:

@@ -120,3 +120,25 @@ def test_imagefolder_config_composes(make_cfg, tmp_path: Path) -> None:
     dm = instantiate(cfg.data)
     dm.prepare()
     assert dm.num_classes == 3 and dm.summary()["storage"] == "memory"
+
+
+def test_imagefolder_without_root_is_one_line_naming_data_root(tmp_path):
+    """Issue 16 item 15: data=imagefolder without data.root was OmegaConf's MissingMandatoryValue traceback."""
+    from ablate.validate import validate
+
+    with pytest.raises(ConfigError, match=r"^data\.root must be set: it has no default; e\.g\. data\.root=") as err:
+        validate(compose_config(["data=imagefolder"], tmp_path))
+    assert err.value.exit_code == 2
+
+
+def test_pad_applies_to_streamed_images_too(tmp_path):
+    """data.pad on images decoded lazily (streaming): the same zero border as in memory."""
+    root = write_folder(tmp_path / "images", per_class=4, size=(10, 12))
+    kwargs = {"root": str(root), "channels": 3, "val_size": 0, "test_size": 0.25, "pad": 2, "num_workers": 0}
+    memory = ImageFolderDataModule(**kwargs)
+    streamed = ImageFolderDataModule(**kwargs, memory_budget_mb=0)
+    assert memory.input_shape == streamed.input_shape == (3, 14, 16)
+    assert streamed.streaming and not memory.streaming
+    first = streamed.x_train[0]
+    assert torch.equal(first, memory.x_train[0])
+    assert not first[:, :2].any() and not first[:, :, -2:].any() and first[:, 2:-2, 2:-2].any()

@@ -34,6 +34,18 @@ def test_two_job_sweep_survives_a_diverging_job(tmp_path: Path, launcher: str, m
     assert "python -m ablate.table" in proc.stdout
 
 
+@pytest.mark.slow
+def test_a_multirun_prints_one_line_per_job_and_the_recap(tmp_path: Path, monkeypatch) -> None:
+    """No model summary, progress bar, Lightning INFO or launcher lines: 2 jobs -> 3 lines (was 50)."""
+    monkeypatch.setenv("ABLATE_ROOT", str(tmp_path))
+    loud = [o for o in FAST if "progress_bar" not in o and "model_summary" not in o]  # FAST turns them off
+    proc = run_cli(["-m", *loud, "model=mlp", "seed=1,2"], tmp_path, check=True)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) == 3, proc.stdout + proc.stderr
+    assert lines[0].startswith("job 0 (") and "seed=1): test/acc=" in lines[0] and "fit=" in lines[0]
+    assert lines[1].startswith("job 1 (") and lines[2].startswith("sweep: 2 completed")
+
+
 def test_wandb_and_tensorboard_runs_are_named_by_overrides(tmp_path: Path, monkeypatch) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
@@ -54,6 +66,11 @@ def test_wandb_and_tensorboard_runs_are_named_by_overrides(tmp_path: Path, monke
         cfg.hydra.mode = RunMode.MULTIRUN
         cfg.hydra.runtime.output_dir = str(tmp_path / "0")
     HydraConfig.instance().set_config(cfg)
+    import wandb as wandb_module
+
+    finished: list[bool] = []  # the previous job's W&B run is finished, not reused by the next job (same process)
+    monkeypatch.setattr(wandb_module, "run", object())
+    monkeypatch.setattr(wandb_module, "finish", lambda: finished.append(True))
     try:
         wandb = wandb_logger(project="ablate", save_dir=str(tmp_path), tags=["paper"])
         tb = tensorboard_logger(save_dir=str(tmp_path), name="tensorboard")
@@ -62,6 +79,8 @@ def test_wandb_and_tensorboard_runs_are_named_by_overrides(tmp_path: Path, monke
     assert wandb._wandb_init["name"] == "optimizer=adam,seed=1"
     assert wandb._wandb_init["group"] == "sweep42"
     assert wandb._wandb_init["tags"] == ["paper", "optimizer=adam", "seed=1"]
+    # Not Lightning's anonymous=None, which W&B warns about on every run; a multirun job's W&B banner is off.
+    assert "anonymous" not in wandb._wandb_init and wandb._wandb_init["settings"].silent and finished == [True]
     assert tb.version == "optimizer=adam,seed=1"
     assert Path(tb.log_dir) == tmp_path / "tensorboard" / "optimizer=adam,seed=1"
     # Outside Hydra nothing is derived
@@ -81,7 +100,8 @@ def test_progress_bar_shows_mean_speed_and_running_loss(monkeypatch) -> None:
     column = _MeanSpeedColumn(style="")
     assert column.render(SimpleNamespace(completed=50, finished_time=2.0, elapsed=9.0)).plain == "25.00it/s"
     assert column.render(SimpleNamespace(completed=10, finished_time=None, elapsed=4.0)).plain == "2.50it/s"
-    monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, trainer, module: {"val/acc": 0.5})
+    # W&B's version (a random run id, Lightning's v_num) is left out: it broke the bar's metrics column.
+    monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, trainer, module: {"val/acc": 0.5, "v_num": "p8qa"})
     stats = ClassificationStats()
     stats.accumulate(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]), torch.tensor(0.75))
     bar, module = ThrottledRichProgressBar(), SimpleNamespace(train_stats=stats)

@@ -102,3 +102,53 @@ def test_mlp_widths_give_each_hidden_layer_its_size():
     assert shapes == [(1024, 784), (1024, 1024), (2048, 1024), (10, 2048)]
     with pytest.raises(ConfigError, match=r"model\.widths"):
         MLP(input_shape=(1, 2, 2), num_classes=2, widths=[4, 0])
+
+
+# Graham 2014 (arXiv:1412.6071), Sec. 4: the MNIST net (32nC2 - FMP sqrt2)^6 - C2 - C1 - output on 36x36 inputs
+# and the CIFAR-100 net (64nC2 - FMP 2^(1/3))^12 - C2 - C1 - output on 94x94, both ending at 1x1. The per-layer sizes
+# are those of Graham's code, which sizes the layers from the output backwards with N_in = round(N_out * alpha).
+PAPER_MNIST_SIZES = [36, 35, 25, 24, 17, 16, 11, 10, 7, 6, 4, 3, 2, 1, 1]
+PAPER_CIFAR100_SIZES = [94, 93, 74, 73, 58, 57, 45, 44, 35, 34, 27, 26, 21, 20, 16, 15, 12, 11, 9, 8, 6, 5, 4, 3]
+PAPER_CIFAR100_SIZES += [2, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("side", "ratio", "layers", "sizes"),
+    [(36, 2**0.5, 6, PAPER_MNIST_SIZES), (94, 2 ** (1 / 3), 12, PAPER_CIFAR100_SIZES)],
+)
+@pytest.mark.parametrize("overlapping", [True, False])
+def test_fmpnet_layer_sizes_match_the_paper(side, ratio, layers, sizes, overlapping):
+    from ablate.models import FMPNet
+
+    torch.manual_seed(0)
+    model = FMPNet((1, side, side), 10, width=2, fmp_ratio=ratio, fmp_overlapping=overlapping)
+    assert model.num_fmp_layers == layers
+    assert model.spatial_sizes == sizes
+    seen = [side]  # the sizes the layers really produce, C2 and FMP alternating, then the final C2 and C1
+    x = torch.zeros(1, 1, side, side)
+    for layer in model.features:
+        x = layer(x)
+        if not isinstance(layer, nn.LeakyReLU):
+            seen.append(x.shape[-1])
+    assert seen == sizes
+    assert model(torch.zeros(2, 1, side, side)).shape == (2, 10)
+
+
+def test_fmpnet_on_unpadded_mnist_stops_one_layer_earlier():
+    from ablate.models import FMPNet
+
+    model = FMPNet((1, 28, 28), 10, width=2)
+    assert model.num_fmp_layers == 5 and model.spatial_sizes[-1] == 2  # hence data.pad=4 for the paper's net
+
+
+def test_adadelta_uses_zeilers_rho(tmp_path):
+    """Zeiler 2012 (Sec. 4.1): rho = 0.95, eps = 1e-6 (main at 151a8ea had torch's rho = 0.9)."""
+    from hydra.utils import instantiate
+
+    from ablate.finetune import pop_backbone_lr_scale
+    from tests.conftest import compose_config
+
+    node, _ = pop_backbone_lr_scale(compose_config(["optimizer=adadelta"], tmp_path).optimizer)
+    optimizer = instantiate(node)([nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.Adadelta)
+    assert optimizer.defaults["rho"] == 0.95 and optimizer.defaults["eps"] == 1e-6 and optimizer.defaults["lr"] == 1.0

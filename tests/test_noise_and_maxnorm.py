@@ -141,3 +141,32 @@ def test_max_norm_on_tensors_with_a_chosen_unit_dim():
     assert torch.equal(bias, b0)  # 1-D tensors are skipped
     with pytest.raises(ValueError, match="max_norm"):
         apply_max_norm_([w], 0.0)
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "convnet", "resnet", "fmpnet"])
+def test_max_norm_constrains_hidden_units_and_leaves_the_output_layer_free(model_name):
+    """Srivastava et al. 2014 bound each hidden unit's incoming weights; the output layer is free unless
+    reg.max_norm_output=true (main at 151a8ea constrained it too)."""
+    from ablate.models import MLP, ConvNet, FMPNet, ResNet
+    from ablate.regularization import StepRegularizers
+    from ablate.schema import RegConfig
+
+    factory = {"mlp": MLP, "convnet": ConvNet, "resnet": ResNet, "fmpnet": FMPNet}[model_name]
+    for include_output in (False, True):
+        torch.manual_seed(0)
+        model = factory(input_shape=(1, 8, 8), num_classes=7)
+        layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+        output = layers[-1]
+        assert isinstance(output, nn.Linear) and output.out_features == 7  # the last weight layer is the output
+        with torch.no_grad():
+            for layer in layers:
+                layer.weight.mul_(50)  # every unit far above the cap
+        before = output.weight.detach().clone()
+        hooks = StepRegularizers(RegConfig(max_norm=0.5, max_norm_output=include_output), model)
+        hooks.after_optimizer_step()
+        for layer in layers[:-1]:
+            assert unit_norms(layer.weight).max() <= 0.5 + 1e-5
+        if include_output:
+            assert unit_norms(output.weight).max() <= 0.5 + 1e-5
+        else:
+            assert torch.equal(output.weight, before)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from ablate.run import train
@@ -19,13 +20,16 @@ def test_checkpoints_load_with_weights_only_and_carry_plain_config(make_cfg):
         assert "mean" in checkpoint["state_dict"] and "val_acc_best" in checkpoint["state_dict"]
 
 
-def test_csv_logger_writes_epoch_metrics(make_cfg):
-    cfg = make_cfg("trainer.max_epochs=2")
-    train(cfg)
+def test_csv_logger_writes_epoch_metrics_and_results_the_final_lr(make_cfg):
+    cfg = make_cfg("trainer.max_epochs=2", "optimizer=sgd", "scheduler=exponential")
+    summary = train(cfg)
     header, *rows = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()
-    for name in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc"):
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc", "lr-SGD/pg1"):
         assert name in header.split(",")
     assert len(rows) < 12  # logged per epoch, not per step
+    # LearningRateMonitor logs at each epoch's start (lr0 * 0.7 in epoch 2); the final LR is after 2 decays.
+    assert not [k for k in summary["metrics"] if k.startswith("lr-")]
+    assert summary["lr_final"]["SGD/pg1"] == pytest.approx(cfg.optimizer.lr * 0.7**2)
 
 
 def test_wandb_runs_offline_and_writes_run_files(make_cfg, monkeypatch):

@@ -122,6 +122,48 @@ def test_fgsm_perturbation_is_eps_times_gradient_sign():
     assert clipped.min() >= 0 and clipped.max() <= 1
 
 
+def test_fgsm_perturbation_leaves_batchnorm_running_stats_alone():
+    """The perturbation pass is not a training batch: BN's running statistics (and batch count) are unchanged, while
+    the gradient is still taken through the training-mode model (batch statistics), as for the training loss."""
+    torch.manual_seed(0)
+    model = ConvNet(input_shape=(1, 8, 8), num_classes=3, channels=(4,), kernel_sizes=(3,), hidden=8).train()
+    x, y = torch.rand(6, 1, 8, 8), torch.randint(0, 3, (6,))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    big = torch.tensor(1e9)
+    x_adv = fgsm_perturb(model, x, y, torch.tensor(0.1), -big, big)
+    for m, saved in zip(norms, before, strict=True):
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, saved[k]), k
+    assert model.training
+    x_req = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x_req), y).backward()  # a training-mode pass: this one does move the running stats
+    torch.testing.assert_close(x_adv - x, 0.1 * x_req.grad.sign())
+    assert not torch.equal(norms[0].running_mean, before[0]["running_mean"])
+
+
+def test_fgsm_follows_the_label_smoothed_training_loss():
+    """With reg.label_smoothing the perturbation and the adversarial term use the smoothed loss, like the clean one."""
+    torch.manual_seed(2)
+    model = MLP(input_shape=(1, 4, 4), num_classes=3, depth=1, width=8)
+    x, y = torch.rand(6, 1, 4, 4), torch.randint(0, 3, (6,))
+    big = torch.tensor(1e9)
+    x_req = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x_req), y, label_smoothing=0.6).backward()
+    x_adv = fgsm_perturb(model, x, y, torch.tensor(0.1), -big, big, label_smoothing=0.6)
+    torch.testing.assert_close(x_adv - x, 0.1 * x_req.grad.sign())
+    assert not torch.equal(x_adv, fgsm_perturb(model, x, y, torch.tensor(0.1), -big, big))  # smoothing matters here
+
+    reg = StepRegularizers(RegConfig(adversarial_eps=0.1, adversarial_weight=1.0, label_smoothing=0.6), model)
+    scale = torch.tensor(0.1)  # identity normalization: eps 0.1 in pixel units is 0.1 in input units
+
+    def to_normalized(eps):
+        return scale * eps / 0.1, -big, big
+
+    loss = reg.adversarial_loss(x, y, torch.tensor(0.0), to_normalized)
+    torch.testing.assert_close(loss, F.cross_entropy(model(x_adv), y, label_smoothing=0.6))
+
+
 def test_weight_noise_perturbs_forward_but_trains_clean_weights():
     torch.manual_seed(0)
     model = MLP(input_shape=(1, 2, 2), num_classes=3, depth=1, width=4)
@@ -150,7 +192,7 @@ def test_gradient_noise_changes_only_gradients():
 def test_max_norm_is_enforced_after_every_step_in_training(make_cfg, tmp_path):
     summary = train(make_cfg("model=mlp", "reg=max_norm", "reg.max_norm=0.5", "optimizer.lr=0.05"))
     state = torch.load(summary["checkpoint_last"], weights_only=True)["state_dict"]
-    for name in ("model.1.weight", "model.3.weight", "model.5.weight"):
+    for name in ("model.1.weight", "model.3.weight"):  # the hidden units; the output layer (model.5) is free
         assert state[name].norm(dim=1).max() <= 0.5 + 1e-5, name
 
 
@@ -294,3 +336,18 @@ def test_stochastic_depth_mode_is_a_reg_knob_for_resnet_only(make_cfg):
         model_kwargs("ablate.models.MLP", RegConfig(stochastic_depth_mode="batch"))
     with pytest.raises(ConfigError, match=r"reg\.stochastic_depth_mode must be one of \['row', 'batch'\]"):
         train(make_cfg("model=resnet", "reg=stochastic_depth", "reg.stochastic_depth_mode=layer"))
+
+
+@pytest.mark.parametrize(
+    "override", ["reg.l2=1e400", "reg.l2=nan", "reg.max_norm=inf", "reg.adversarial_eps=-inf", "aug.rotate=inf"]
+)
+def test_non_finite_numbers_are_refused_naming_the_key(override, tmp_path):
+    """Issue 16 item 15: reg.l2=1e400 (inf) trained and 'diverged' with advice about the LR; inf and nan are refused
+    for every number of the config, the typed reg/aug knobs included."""
+    from ablate.validate import validate
+    from tests.conftest import compose_config
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key.replace('.', '[.]')} must be a finite number, got") as err:
+        validate(compose_config([override], tmp_path))
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)

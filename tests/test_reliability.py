@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,39 @@ def test_missing_data_lists_what_was_tried(make_cfg, tmp_path, capsys):
         main(cfg)
     err = capsys.readouterr().err
     assert "data set 'mnist' not found" in err and str(tmp_path / "empty") in err and "fix:" in err
+
+
+def _corrupt_middle(path: Path) -> None:
+    """4 KiB of random bytes in the middle of the file, as a bad copy or a failing disk would leave it."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = os.urandom(4096)
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_checkpoint_without_its_sha256_is_refused_by_every_reader(make_cfg, tmp_path, capsys):
+    """No .sha256 beside it (copied elsewhere): the zip archive's own CRCs catch the damage before torch.load, which
+    would load the damaged bytes as weights (resume then trained and ended "diverged")."""
+    from ablate.evaluate import main as evaluate_main
+    from tests.test_evaluate import _cfg as evaluate_cfg
+
+    source = make_cfg("model=mlp", "model.width=16", "model.depth=1", subdir="src")
+    main(source)
+    checkpoints = Path(read_results(Path(source.paths.output_dir))["checkpoint_last"]).parent
+    for sums in checkpoints.glob("*.sha256"):
+        sums.unlink()
+    last = checkpoints / "last.ckpt"
+    _corrupt_middle(last)
+
+    def refused(run: Callable[[], object]) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            run()
+        assert exit_info.value.code == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and f"checkpoint {last} is corrupted" in lines[0], lines
+        return lines[0]
+
+    assert "fails its CRC check" in refused(lambda: main(make_cfg("model=mlp", f"ckpt_path={last}", subdir="resume")))
+    refused(lambda: evaluate_main(evaluate_cfg(tmp_path / "eval", f"run={last.parents[1]}", "weights=last")))
+    transfer = ("model=transfer", "model.backbone=mlp", f"model.init_from={last}")
+    refused(lambda: main(make_cfg(*transfer, subdir="transfer")))

@@ -102,7 +102,7 @@ def test_last_ckpt_holds_the_final_epoch_when_the_best_was_earlier(make_cfg):
         ("seed=7", "was trained with seed=0, not 7"),
         ("model.width=48", "was trained with model.width"),
         ("data.val_size=32", "was trained with data.val_size=64, not 32"),
-        ("trainer.max_epochs=3", "schedule torch.optim.lr_scheduler.OneCycleLR fixed its length"),
+        ("trainer.max_epochs=3", "schedule ablate.optim.schedulers.onecycle fixed its length"),
     ],
 )
 def test_a_changed_setting_on_resume_is_refused_in_one_line(finished_run, make_cfg, change, message, capsys):

@@ -47,9 +47,15 @@ T = EPOCHS * STEPS_PER_EPOCH
 
 
 def snapshot_closed_form(t: int, cycles: int) -> float:
-    """Huang et al. 2017, eq. (2): t = 1..T."""
-    period = math.ceil(T / cycles)
-    return BASE_LR / 2 * (math.cos(math.pi * ((t - 1) % period) / period) + 1)
+    """Huang et al. 2017, eq. (2), t = 1..T, with the cycles' lengths T // M, the remainder spread over the first
+    cycles (the paper's ceil(T / M) periods when M divides T): every cycle anneals fully."""
+    start = 0
+    for k in range(cycles):
+        length = T // cycles + (1 if k < T % cycles else 0)
+        if t - 1 < start + length:
+            return BASE_LR / 2 * (math.cos(math.pi * (t - 1 - start) / length) + 1)
+        start += length
+    raise AssertionError(t)
 
 
 @pytest.mark.parametrize(
@@ -72,6 +78,7 @@ def snapshot_closed_form(t: int, cycles: int) -> float:
         (["scheduler=cosine"], lambda t: BASE_LR / 2 * (1 + math.cos(math.pi * (t - 1) / T))),
         (["scheduler=snapshot", "scheduler.fn.cycles=3"], lambda t: snapshot_closed_form(t, 3)),
         (["scheduler=snapshot", "scheduler.fn.cycles=5"], lambda t: snapshot_closed_form(t, 5)),
+        (["scheduler=snapshot", "scheduler.fn.cycles=7"], lambda t: snapshot_closed_form(t, 7)),  # 4,4,4,3,3,3,3
         (
             ["scheduler=cyclic", "scheduler.fn.base_lr=0.01", "scheduler.fn.step_size_up=5"],
             lambda t: 0.01 + (BASE_LR - 0.01) * max(0.0, 1 - abs((t - 1) / 5 - 2 * math.floor(1 + (t - 1) / 10) + 1)),
@@ -94,6 +101,7 @@ def snapshot_closed_form(t: int, cycles: int) -> float:
         "cosine",
         "snapshot3",
         "snapshot5",
+        "snapshot7_uneven",
         "cyclic",
         "warmup_cosine",
     ],
@@ -136,3 +144,37 @@ def test_plateau_reduces_on_a_stalled_loss(make_cfg, monkeypatch, monitor):
     )
     per_epoch = lrs[::STEPS_PER_EPOCH]
     assert per_epoch == [pytest.approx(1e-9), pytest.approx(1e-9), pytest.approx(1e-10)]
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "key"),
+    [("adamw", "betas"), ("adam", "betas"), ("momentum", "momentum"), ("nesterov", "momentum"), ("sgd", None)],
+)
+def test_onecycle_cycles_momentum_or_beta1_inversely_to_the_lr(tmp_path, optimizer, key):
+    """Smith & Topin 2019 (torch's OneCycleLR cycle_momentum): momentum / beta1 goes from max_momentum down to
+    base_momentum at the LR's peak and back; plain SGD (momentum 0) keeps its momentum off."""
+    import torch
+    from hydra.utils import instantiate
+
+    from ablate.finetune import pop_backbone_lr_scale
+    from ablate.optim import build_scheduler
+    from tests.conftest import compose_config
+
+    cfg = compose_config([f"optimizer={optimizer}", "scheduler=onecycle"], tmp_path)
+    node, _ = pop_backbone_lr_scale(cfg.optimizer)
+    opt = instantiate(node)([torch.nn.Parameter(torch.zeros(2))])
+    scheduler = build_scheduler(instantiate(cfg.scheduler.fn), opt, "step", steps=40, epochs=1)
+    lrs, momenta = [], []
+    for _ in range(40):
+        group = opt.param_groups[0]
+        lrs.append(group["lr"])
+        momenta.append(group["betas"][0] if key == "betas" else group.get("momentum", 0.0))
+        opt.step()
+        scheduler.step()
+    if key is None:
+        assert set(momenta) == {0.0}
+        return
+    peak = lrs.index(max(lrs))
+    assert momenta[0] == pytest.approx(0.95) and momenta[peak] == pytest.approx(0.85)
+    assert momenta[-1] == pytest.approx(0.95, abs=1e-3)
+    assert min(momenta) == pytest.approx(0.85)

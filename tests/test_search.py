@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -102,6 +103,15 @@ def test_space_parsing() -> None:
 def test_direction_and_objective(make_cfg) -> None:
     assert _direction("val/loss", "auto") == "minimize"
     assert _direction("val/acc_best", "auto") == "maximize"
+    # From the metric registry, not the name: these were all "maximize" (no "loss" in the name).
+    for metric in ("val/nll_ema", "val/ece", "val/error", "val/nll_snapshot_ens", "val/loss_best"):
+        assert _direction(metric, "auto") == "minimize", metric
+    assert _direction("val/acc_ema", "auto") == "maximize"
+    assert _direction("val/nll", "maximize") == "maximize"  # an explicit direction still overrides
+    with pytest.raises(HydraException, match="unknown metric 'val/f1'"):
+        _direction("val/f1", "auto")
+    with pytest.raises(ConfigError, match="unknown metric"):
+        objective(make_cfg("optimized_metric=val/f1"), {"val/f1": 0.5})
     cfg = make_cfg()
     assert objective(cfg, {"val/acc_best": 0.9, "test/acc": 0.5}) == 0.9
     assert objective(cfg, {"val/acc_best": float("nan")}) is None  # recorded as failed, not a fake number
@@ -262,11 +272,205 @@ def test_search_without_multirun_is_an_error() -> None:
 def test_bad_search_settings_are_one_line_errors(tmp_path: Path) -> None:
     for bad, message in [
         ("optimized_metric=test/acc", "error: optimized_metric=test/acc is a test metric"),
+        ("hydra.sweeper.n_trials=1.5", "error: hydra.sweeper.n_trials must be an integer >= 1"),  # was a traceback
+        ("optimized_metric=val/nll", "error: optimized_metric=val/nll is not written by this recipe; it writes"),
         ("optimizer.lrr=tag(log,interval(1e-3,1e-2))", "error: the search's jobs do not compose"),
     ]:
         proc = _search(["hparams_search=random", bad], tmp_path)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "logs").exists()  # nothing written
+
+
+def test_pruner_watches_the_objective(tmp_path: Path) -> None:
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["hparams_search=random", "optimized_metric=val/loss"], tmp_path)
+    assert cfg.callbacks.optuna_pruning.monitor == "val/loss"  # was val/acc whatever the objective
+
+
+def test_pruning_a_minimized_objective_stops_the_higher_curve(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from ablate.callbacks import OptunaPruning
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction=_direction("val/loss", "auto"))
+    done = study.ask()
+    done.report(0.5, 0)
+    study.tell(done, 0.5)
+    kwargs = {"n_startup_trials": 1, "n_warmup_steps": 0}
+    for loss, pruned in ((0.9, True), (0.3, False)):
+        trial = study.ask()
+        info = json.dumps({"study": "s", "storage": storage, "trial_id": trial._trial_id, "pruner_kwargs": kwargs})
+        trainer = SimpleNamespace(
+            callback_metrics={"val/loss": torch.tensor(loss)}, sanity_checking=False, current_epoch=0, should_stop=False
+        )
+        OptunaPruning(trial=info, monitor="val/loss").on_validation_epoch_end(trainer, None)
+        assert trainer.should_stop is pruned
+
+
+def _fake_sweeper(tmp_path: Path, overrides: list[str], monkeypatch, value_of=lambda job: 0.5, **params):
+    """An AblateOptunaSweeper over the composed config, with a launcher that writes completed results.json."""
+    from types import SimpleNamespace
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.utils import JobStatus
+
+    from hydra_plugins.ablate_optuna_sweeper.sweeper import AblateOptunaSweeper
+    from tests.conftest import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", ["hparams_search=random", *overrides], return_hydra_config=True)
+    merged = {**cfg.hydra.sweeper, "searches_dir": str(tmp_path), "n_trials": 2, **params}
+    merged.pop("_target_")
+    sweeper = AblateOptunaSweeper(**merged)
+    environments: list[str | None] = []
+
+    class Launcher:
+        batches: list = []
+
+        def launch(self, batch, initial_job_idx):
+            environments.append(os.environ.get("ABLATE_SEARCH_COMMAND"))
+            returns = []
+            for job in batch:
+                opts = dict(o.split("=", 1) for o in job)
+                run_dir = Path(opts["hydra.sweep.dir"].strip("'")) / opts["hydra.sweep.subdir"]
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "results.json").write_text(json.dumps({"status": "completed"}))
+                returns.append(SimpleNamespace(status=JobStatus.COMPLETED, _return_value=value_of(opts)))
+            self.batches.append(batch)
+            return returns
+
+    sweeper.config, sweeper.launcher = cfg, Launcher()
+    monkeypatch.setattr(sweeper, "validate_batch_is_legal", lambda batch: None)
+    monkeypatch.delenv("ABLATE_SEARCH_COMMAND", raising=False)
+    sweeper.environments = environments
+    return sweeper
+
+
+def test_search_minimizes_nll_and_writes_best_yaml(tmp_path: Path, monkeypatch) -> None:
+    """The issue's search: optimized_metric=val/nll_ema under ensemble=ema is minimised, best.yaml reruns the best."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_config
+
+    lr_of = lambda opts: float(opts["optimizer.lr"])
+    overrides = ["data=digits", "model=mlp", "ensemble=ema", "optimized_metric=val/nll_ema"]
+    sweeper = _fake_sweeper(tmp_path, overrides, monkeypatch, value_of=lr_of, n_trials=3)
+    typed = ["train.py", "-m", "hparams_search=random", *overrides]  # what the user typed (not pytest's argv)
+    monkeypatch.setattr(sys, "argv", typed)
+    sweeper.sweep(overrides)
+    (db,) = tmp_path.glob("*/optuna.db")
+    study = optuna.load_study(study_name=db.parent.name, storage=f"sqlite:///{db}")
+    assert study.direction.name == "MINIMIZE"
+    best = OmegaConf.load(db.parent / "best.yaml")
+    assert best.value == min(t.value for t in study.trials) and best.metric == "val/nll_ema"
+    assert best.trial == study.best_trial.number and dict(best.params) == study.best_trial.params
+    # The command reruns the best setting as one plain run (no hparams_search, no -m), with the trial's values.
+    args = best.command.split()
+    assert args[:2] == ["python", "train.py"] and not any(a.startswith("hparams_search") for a in args)
+    cfg = compose_config(args[2:], tmp_path / "rerun", fast=False)
+    assert cfg.optimizer.lr == best.params["optimizer.lr"] and cfg.ensemble.name == "ema"
+    # An interrupted trial's resume advice is the search's own command (with -m).
+    assert sweeper.environments and all(c == shlex.join(["python", *typed]) for c in sweeper.environments)
+
+
+def test_unknown_objective_is_refused_before_the_first_trial(tmp_path: Path, monkeypatch, capsys) -> None:
+    for overrides, listed in [
+        (["optimized_metric=val/nll"], "it writes val/loss, val/acc, val/acc_best, val/loss_best"),
+        (["optimized_metric=val/nll_swa", "ensemble=ema"], "val/nll_ema"),
+    ]:
+        sweeper = _fake_sweeper(tmp_path, overrides, monkeypatch)
+        with pytest.raises(SystemExit) as exit_info:
+            sweeper.sweep(overrides)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "is not written by this recipe" in err and listed in err
+        assert err.count("\n") == 1 and not sweeper.launcher.batches
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_recap_agrees_with_the_study_and_no_completed_trial_fails(tmp_path: Path, monkeypatch) -> None:
+    """Jobs that complete without the objective: Optuna marks the trials FAIL, and so does the recap; exit 1."""
+    from omegaconf import OmegaConf
+
+    from ablate import sweep
+
+    sweeper = _fake_sweeper(tmp_path, [], monkeypatch, value_of=lambda opts: None)
+    sweeper.sweep([])
+    (sweep_dir,) = (p for p in tmp_path.iterdir() if p.is_dir())
+    assert sweep.recap(sweep_dir).startswith("sweep: 0 completed, 0 diverged, 2 failed trials in ")  # was 2 completed
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}, "sweeper": {"_target_": _OPTUNA}}})
+    sweep.SweepExitCode().on_multirun_end(config)
+    assert sweep.exit_code() == 1
+    sweep.record_search_trials(sweep_dir, {"0": "diverged", "1": "pruned"})  # nothing completed: found nothing
+    sweep.SweepExitCode().on_multirun_end(config)
+    assert sweep.exit_code() == 1
+
+
+_OPTUNA = "hydra_plugins.ablate_optuna_sweeper.sweeper.AblateOptunaSweeper"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "params", "message"),
+    [
+        ([], {"n_trials": 1.5}, "hydra.sweeper.n_trials must be an integer >= 1"),
+        ([], {"n_trials": 0}, "hydra.sweeper.n_trials must be an integer >= 1"),
+        ([], {"n_trials": -3}, "hydra.sweeper.n_trials must be an integer >= 1"),
+        ([], {"repeats": 0}, "search.repeats must be an integer >= 1"),
+        ([], {"repeats": 1.5}, "search.repeats must be an integer >= 1"),
+        (["optimizer.lr=interval(0.1,0.01)"], {}, "optimizer.lr: interval(0.1, 0.01) needs low <= high"),
+        (["optimizer.lr=tag(log,interval(0,0.1))"], {}, "optimizer.lr: a log range needs low > 0"),
+        ([], {"sampler_kwargs": {"n_startup": 3}, "sampler": "tpe"}, "the tpe sampler takes no n_startup; it takes"),
+        ([], {"storage": "notaurl"}, "hydra.sweeper.storage=notaurl cannot be opened"),
+        ([], {"storage": "sqlite:////nonexistent/dir/x.db"}, "cannot be opened (OperationalError"),
+    ],
+)
+def test_bad_search_values_are_one_line_errors(tmp_path, monkeypatch, capsys, overrides, params, message) -> None:
+    sweeper = _fake_sweeper(tmp_path, [], monkeypatch, **params)
+    with pytest.raises(SystemExit) as exit_info:
+        sweeper.sweep(overrides)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert not sweeper.launcher.batches
+
+
+def test_resumed_study_with_another_space_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    sweeper = _fake_sweeper(tmp_path, [], monkeypatch, study_name="mine", n_trials=1)
+    sweeper.sweep([])
+    again = _fake_sweeper(tmp_path, [], monkeypatch, study_name="mine", n_trials=2)
+    with pytest.raises(SystemExit) as exit_info:
+        again.sweep(["optimizer.lr=tag(log,interval(1e-3,1e-2))"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "was run with another search space (optimizer.lr: was" in err
+    assert "start a new study" in err and not again.launcher.batches
+
+
+def test_pruning_a_metric_scored_only_after_training_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    overrides = ["ensemble=ema", "optimized_metric=val/nll_ema"]
+    sweeper = _fake_sweeper(tmp_path, overrides, monkeypatch, pruner="median")
+    with pytest.raises(SystemExit):
+        sweeper.sweep(overrides)
+    assert "is computed once after training" in capsys.readouterr().err
+
+
+def test_search_trial_resume_advice_is_the_search_command(monkeypatch) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from ablate.sweep import search_resume_advice
+    from tests.conftest import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", ["hparams_search=random"], return_hydra_config=True)
+    monkeypatch.setenv("ABLATE_SEARCH_COMMAND", "python train.py -m hparams_search=random data=digits")
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert search_resume_advice().startswith("python train.py -m hparams_search=random data=digits")
+    finally:
+        HydraConfig.instance().cfg = None  # type: ignore[assignment]
+    assert search_resume_advice() is None  # outside a search
 
 
 def test_pruning_callback_stops_a_trial_below_the_median(tmp_path: Path) -> None:
@@ -323,3 +527,18 @@ def test_sweep_exit_code_counts_diverged_trials_of_a_search_as_findings(tmp_path
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"_target_": sweeper}}})
     sweep.SweepExitCode().on_multirun_end(config)
     assert sweep.exit_code() == code
+
+
+def test_val_loss_best_is_recorded_beside_val_acc_best(make_cfg) -> None:
+    """A symmetric "best epoch" objective: the lowest validation loss over the epochs, logged and in the summary."""
+    import csv
+
+    from ablate.run import train
+
+    cfg = make_cfg("model=mlp", "model.width=16", "trainer.max_epochs=2", "test=false")
+    metrics = train(cfg)["metrics"]
+    rows = list(csv.DictReader((Path(cfg.paths.output_dir) / "history.csv").open()))
+    losses = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert len(losses) == 2
+    assert metrics["val/loss_best"] == pytest.approx(min(losses))
+    assert metrics["val/acc_best"] == pytest.approx(max(float(r["val/acc"]) for r in rows if r.get("val/acc")))

@@ -117,7 +117,10 @@ def test_row_metric_tests_an_ensemble_metric_against_the_baselines_own(tmp_path,
     assert "SETTING:METRIC" in error_of(capsys, *args, "--row-metric", "ensemble=swa")
     assert "needs --baseline" in error_of(capsys, root, "--row-metric", "ensemble=swa:test/acc_swa")
     assert "for --row-metric" in error_of(capsys, *args, "--row-metric", "ensemble=ema:test/acc_swa")
-    assert "unknown metric test/acc_sw" in error_of(capsys, *args, "--row-metric", "ensemble=swa:test/acc_sw")
+    err = error_of(capsys, *args, "--row-metric", "ensemble=swa:test/acc_sw")  # no metric ablate writes
+    assert "--row-metric: unknown metric 'test/acc_sw'" in err
+    err = error_of(capsys, *args, "--row-metric", "ensemble=swa:test/acc_ema")  # one ablate writes, these runs did not
+    assert "unknown metric test/acc_ema" in err and "available: test/acc, test/acc_swa, train/acc" in err
 
 
 def test_a_partial_baseline_compares_within_each_group_of_a_factorial_sweep(tmp_path, capsys):
@@ -206,12 +209,19 @@ def test_over_pools_folds_into_one_row_per_setting(tmp_path, capsys):
 
 
 def test_unknown_names_are_one_line_errors_listing_what_exists(sweep, capsys, tmp_path):
-    err = error_of(capsys, sweep, "--metrics", "test/accuracy")
-    assert "unknown metric test/accuracy" in err and "test/acc, test/loss, train/acc, gap" in err
+    # A name no run can have (metric_registry): refused before any run is read, with the names ablate writes.
+    for option in ("--metrics", "--baseline-metric", "--plot-metric", "--curve-metric"):
+        err = error_of(capsys, tmp_path, option, "test/accuracy")
+        assert f"{option}: unknown metric 'test/accuracy'" in err and "val/acc, val/loss" in err, err
+    # A name ablate writes that these runs did not record: the metrics they have.
+    err = error_of(capsys, sweep, "--metrics", "test/nll")
+    assert "unknown metric test/nll" in err and "test/acc, test/loss, train/acc, gap" in err
     err = error_of(capsys, sweep, "--over", "seed,fold")
     assert "unknown grouping key fold" in err and "reg, seed" in err
     assert "settings: reg=dropout; reg=l2; reg=none" in error_of(capsys, sweep, "--baseline", "reg=l3")
-    assert "no results.json under" in error_of(capsys, tmp_path / "empty")
+    assert "no such folder" in error_of(capsys, tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    assert "no results.json under" in error_of(capsys, sweep, tmp_path / "empty")
 
 
 def test_reference_numbers_are_joined_with_the_difference(sweep, capsys, tmp_path):
@@ -326,11 +336,146 @@ def test_plot_and_curves_write_pngs(tmp_path, capsys):
 
     epochs, mean, std = mean_curves(rows[1], "val/acc")  # reg=none: val/acc = train/acc - 0.05 in the fake history
     assert epochs == [0, 1, 2] and mean[1] == pytest.approx(0.66) and std[1] == pytest.approx(0.02 / math.sqrt(2))
-    assert "no history.csv with val/loss_x" in error_of(
-        capsys, root, "--curves", curves, "--curve-metric", "val/loss_x"
-    )
+    assert "no history.csv with val/nll" in error_of(capsys, root, "--curves", curves, "--curve-metric", "val/nll")
 
 
 def test_module_runs_as_a_command():
     proc = subprocess.run([sys.executable, "-m", "ablate.table", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--reference" in proc.stdout and "reference.yaml" in proc.stdout
+
+
+# -- issue 16, item 13: tables and figures ---------------------------------------------------------------------------
+def test_the_baseline_row_comes_first(sweep, tmp_path, capsys):
+    out = table(capsys, sweep, "--metrics", "test/acc", "--baseline", "reg=none")
+    assert list(md_rows(out)) == ["reg=none", "reg=dropout", "reg=l2"]
+    csv_out = table(capsys, sweep, "--metrics", "test/acc", "--baseline", "reg=none", "--format", "csv")
+    assert [r["setting"] for r in csv.DictReader(io.StringIO(csv_out))] == ["reg=none", "reg=dropout", "reg=l2"]
+    # Per-group baselines: each group's baseline before the rows tested against it.
+    root = tmp_path / "grid"
+    for act in ("relu", "tanh"):
+        for reg in ("dropout", "none"):
+            for s in range(2):
+                write_run(
+                    root, f"{act}{reg}{s}", [f"model.activation={act}", f"reg={reg}", f"seed={s}"], **{"test/acc": 0.8}
+                )
+    rows = list(md_rows(table(capsys, root, "--metrics", "test/acc", "--baseline", "reg=none")))
+    assert rows == [
+        "model.activation=relu reg=none",
+        "model.activation=relu reg=dropout",
+        "model.activation=tanh reg=none",
+        "model.activation=tanh reg=dropout",
+    ]
+
+
+def test_float_overrides_are_named_with_4_significant_digits(tmp_path, capsys):
+    root = tmp_path / "search"
+    lrs = ["0.0031622776601683794", "0.01", "1000000000.0", "0.12345678", "0.12345679"]
+    for i, lr in enumerate(lrs):
+        for s in range(2):
+            write_run(root, f"{i}{s}", [f"optimizer.lr={lr}", f"seed={s}"], **{"test/acc": 0.5 + i / 10 + s / 100})
+    out = table(capsys, root, "--metrics", "test/acc", "--baseline", "optimizer.lr=0.003162")
+    rows = md_rows(out)
+    assert next(iter(rows)) == "optimizer.lr=0.003162" and rows["optimizer.lr=0.003162"][-2] == "baseline"
+    assert {"optimizer.lr=0.01", "optimizer.lr=1000000000.0"} <= set(rows)  # short values stay as written
+    # Two values that 4 digits would merge keep their full spelling.
+    assert {"optimizer.lr=0.12345678", "optimizer.lr=0.12345679"} <= set(rows)
+    # CSV is for programs: the values as recorded; the exact spelling also finds the row.
+    csv_out = table(capsys, root, "--metrics", "test/acc", "--format", "csv", "--baseline", f"optimizer.lr={lrs[0]}")
+    assert next(csv.DictReader(io.StringIO(csv_out)))["setting"] == f"optimizer.lr={lrs[0]}"
+
+
+def test_default_table_shows_nll_and_ece_when_recorded(tmp_path, capsys):
+    root = tmp_path / "ls"
+    for s in range(2):
+        calib = {"test/nll": 0.2 + s / 100, "test/ece": 0.01}
+        write_run(root, f"n{s}", ["reg=none", f"seed={s}"], **{"train/acc": 0.99, "test/acc": 0.9, **calib})
+        worse = {"test/nll": 0.4 + s / 100, "test/ece": 0.07}
+        write_run(root, f"l{s}", ["reg=label_smoothing", f"seed={s}"], **{"train/acc": 0.95, "test/acc": 0.9, **worse})
+    out = table(capsys, root)
+    assert "| setting | n | train/acc (%) | test/acc (%) | gap (%) | test/nll | test/ece |" in out
+    assert md_rows(out)["reg=label_smoothing"][5:7] == ["0.4050 ± 0.0071", "0.0700 ± 0.0000"]
+
+
+def _hydra_choices(run_dir, **choices):
+    """The .hydra/hydra.yaml a real run has, with its config groups' choices."""
+    (run_dir / ".hydra").mkdir()
+    lines = "".join(f"      {k}: {v}\n" for k, v in choices.items())
+    (run_dir / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n{lines}")
+
+
+def test_an_ensemble_metric_is_compared_with_a_baseline_from_another_folder(tmp_path, capsys):
+    """`-m seed=0,1,2` (plain SGD) and `-m ensemble=swa seed=0,1,2` are two sweeps; one table compares them."""
+    plain, swa = tmp_path / "plain", tmp_path / "swa"
+    for s, (sgd, raw, avg) in enumerate([(0.80, 0.70, 0.90), (0.82, 0.72, 0.92), (0.81, 0.71, 0.91)]):
+        _hydra_choices(write_run(plain, str(s), [f"seed={s}"], **{"test/acc": sgd}), ensemble="none")
+        _hydra_choices(write_run(swa, str(s), ["ensemble=swa", f"seed={s}"], **{"test/acc": raw, "test/acc_swa": avg}))
+    args = ["--metrics", "test/acc", "--baseline", "ensemble=none", "--row-metric", "ensemble=swa:test/acc_swa"]
+    out = table(capsys, plain, swa, *args)
+    assert out.startswith("6 runs, 2 settings")
+    rows = md_rows(out)
+    assert list(rows) == ["ensemble=none", "ensemble=swa"]  # the plain runs named by their default
+    assert rows["ensemble=swa"][-2] == "better (test/acc_swa)" and rows["ensemble=swa"][3] == "91.00 ± 1.00"
+    assert md_rows(table(capsys, plain, swa, plain / "0", *args))["ensemble=none"][1] == "3"  # a run counted once
+
+
+def _bars(rows, metric="test/acc"):
+    from ablate.report import plot_bars
+
+    fig = plot_bars(rows, metric)
+    ax = fig.axes[0]
+    texts = ax.get_title()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    hatched = [p.get_hatch() for p in ax.patches]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return ax.get_ylim()[0], texts, labels, hatched
+
+
+def test_bar_chart_marks_the_baseline_and_zooms_only_on_a_significant_gap(tmp_path):
+    root = tmp_path / "bars"
+    for s, d in enumerate((-0.01, 0.01, 0.0)):
+        write_run(root, f"n{s}", ["reg=none", f"seed={s}"], **{"test/acc": 0.90 + d})
+        write_run(root, f"a{s}", ["reg=a", f"seed={s}"], **{"test/acc": 0.905 - d})  # n.s.
+        write_run(root, f"b{s}", ["reg=b", f"seed={s}"], **{"test/acc": 0.95 + d})  # better
+    runs = load_runs(root)
+    no_gap = build([r for r in runs if "reg=b" not in r.overrides], ["test/acc"], baseline="reg=none")
+    bottom, texts, labels, hatched = _bars(no_gap)
+    assert bottom == 0 and "axis starts" not in texts  # nothing significant: bars from 0
+    assert labels[0].startswith("reg=none (baseline)") and hatched[0] == "//" and not hatched[1]
+    bottom, texts, _, _ = _bars(build(runs, ["test/acc"], baseline="reg=none"))
+    assert bottom > 50 and f"axis starts at {bottom:.4g} %, not 0" in texts  # zoomed, and it says so
+    assert _bars(build(runs, ["test/acc"]))[0] == 0  # no test at all: no zoom
+
+
+# -- issue 16, item 15: the table's arguments, checked before any run is read ---------------------------------------
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--plot", "{file}/fig.png"], "--plot {file}/fig.png: {file} is a file, not a folder"),
+        (["--curves", "{file}/sub/fig.png"], "--curves {file}/sub/fig.png: {file} is a file, not a folder"),
+        (["--out", "{file}/t.md"], "--out {file}/t.md: {file} is a file"),
+        (["--plot", "{dir}"], "--plot {dir} is a folder; give a file name"),
+        (["--plot", "{dir}/fig.xyz"], "matplotlib cannot write .xyz; use one of"),
+        (["--reference", "{binary}"], "--reference {binary} is not a text file"),
+        (["--stale-after", "-1"], "argument --stale-after: must be a positive number of seconds, got '-1'"),
+        (["--stale-after", "nan"], "argument --stale-after: must be a positive number of seconds"),
+        (["--stale-after", "abc"], "argument --stale-after: must be a positive number of seconds, got 'abc'"),
+        (["--alpha", "abc"], "argument --alpha: must be a number in (0, 1), got 'abc'; e.g. --alpha 0.05"),
+        (["--alpha", "1"], "argument --alpha: must be a number in (0, 1)"),
+        (["--format", "xlsx"], "argument --format: invalid choice: 'xlsx'"),
+        (["--baseline", "none"], "--baseline takes a setting as typed, key=value"),
+        (["--baseline", "reg=none", "--row-metric", "swa:test/acc_swa"], "--row-metric takes a setting as typed"),
+        (["--over", ","], "--over takes comma-separated keys"),
+        (["--metrics"], "argument --metrics: expected at least one argument"),
+    ],
+)
+def test_bad_table_arguments_are_one_line_errors_naming_the_option(sweep, tmp_path, capsys, args, expected):
+    paths = {"file": tmp_path / "somefile.txt", "dir": tmp_path, "binary": tmp_path / "fig.png"}
+    paths["file"].write_text("not a folder")
+    paths["binary"].write_bytes(PNG_MAGIC + bytes(range(256)))
+    args = [a.format(**paths) for a in args]
+    assert expected.format(**paths) in error_of(capsys, sweep, *args)
+    # Checked before any run is read: the same error with a folder that holds no runs.
+    (tmp_path / "no_runs").mkdir(exist_ok=True)
+    assert expected.format(**paths) in error_of(capsys, tmp_path / "no_runs", *args)

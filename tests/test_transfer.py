@@ -232,3 +232,27 @@ def test_cli_pretrained_without_weights_is_one_line(tmp_path: Path, monkeypatch)
     assert proc.returncode == 2, proc.stderr[-2000:]
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "pretrained weights" in error_lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.backbone_lr_scale=abc", "optimizer.backbone_lr_scale must be a positive number"),
+        ("optimizer.backbone_lr_scale=0", "optimizer.backbone_lr_scale must be a positive number"),
+        ("model.unfreeze_last=abc", "model.unfreeze_last must be an integer >= 1"),
+        ("model.unfreeze_last=1.5", "model.unfreeze_last must be an integer >= 1"),
+        ("model.resize_to=abc", "model.resize_to must be an integer >= 1 or null"),
+        ("model.unfreeze_at_epoch=x", "model.unfreeze_at_epoch must be an integer >= 1"),
+        ("model.finetune=some", "model.finetune must be one of full, head, last_n, staged"),
+    ],
+)
+def test_transfer_knobs_name_the_key_and_what_it_takes(override, expected, tmp_path):
+    """Issue 16 item 15: these gave a traceback (backbone_lr_scale) or "cannot build model ... check `model`"."""
+    from ablate.validate import validate
+
+    cfg = compose_config(["model=transfer", "model.backbone=mlp", override], tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    message = str(err.value)
+    assert message.startswith(expected) and "\n" not in message and f"e.g. {override.split('=')[0]}=" in message
+    assert err.value.exit_code == 2

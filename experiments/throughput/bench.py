@@ -59,12 +59,15 @@ class PlainLoop:
         self.optimizer = instantiate(optimizer_node, _convert_="all")(param_groups(self.model, cfg.decay_bias_and_norm))
         self.augment = build_augment(dict(cfg.aug), dm.num_classes, dm.input_shape[1:])
         steps_per_epoch = -(-len(dm.y_train) // dm.batch_size)
+        # The same one-cycle schedule (momentum / beta1 cycled too) as configs/scheduler/onecycle.yaml.
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer,
             max_lr=cfg.optimizer.lr,
             total_steps=steps_per_epoch * cfg.trainer.max_epochs,
             pct_start=cfg.scheduler.fn.pct_start,
-            cycle_momentum=False,
+            cycle_momentum=bool(cfg.scheduler.fn.cycle_momentum),
+            base_momentum=cfg.scheduler.fn.base_momentum,
+            max_momentum=cfg.scheduler.fn.max_momentum,
         )
         self.mean, self.std = dm.mean.view(1, -1, 1, 1), dm.std.view(1, -1, 1, 1)
         self.epoch = 0

@@ -11,6 +11,15 @@ from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedColumn
 
+from ablate import metric_registry
+
+
+def monitor_mode(monitor: str | None, mode: str | None) -> str:
+    """``mode`` as given, else the monitor's direction from the metric registry (unknown metric: ConfigError)."""
+    if mode is not None:
+        return mode
+    return metric_registry.mode(monitor) if monitor else "min"  # no monitor: Lightning's default, unused
+
 
 class ModelCheckpoint(callbacks.ModelCheckpoint):
     """Lightning's ModelCheckpoint with its ``state_key`` computed once instead of on every hook call.
@@ -33,6 +42,10 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
     """
 
     _last_written_step = -1
+
+    def __init__(self, *args: Any, monitor: str | None = None, mode: str | None = None, **kwargs: Any) -> None:
+        # mode null (configs/callbacks/default.yaml): the monitor's direction, so "best" follows the metric
+        super().__init__(*args, monitor=monitor, mode=monitor_mode(monitor, mode), **kwargs)
 
     @cached_property
     def state_key(self) -> str:  # type: ignore[override]
@@ -69,6 +82,13 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
+class EarlyStopping(callbacks.EarlyStopping):
+    """Lightning's EarlyStopping with ``mode`` null meaning the monitor's direction (ablate.metric_registry)."""
+
+    def __init__(self, monitor: str, mode: str | None = None, **kwargs: Any) -> None:
+        super().__init__(monitor=monitor, mode=monitor_mode(monitor, mode), **kwargs)
+
+
 class _MeanSpeedColumn(ProcessingSpeedColumn):
     """Batches per second since the bar (re)started: Rich's own estimate needs several updates inside its window
     and showed 0.00it/s for an epoch shorter than the refresh interval."""
@@ -100,6 +120,9 @@ class ThrottledRichProgressBar(RichProgressBar):
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
+        # Lightning adds the logger's version; W&B's is a random run id that wraps the bar's metrics column, and the
+        # run folder already names the run.
+        metrics.pop("v_num", None)
         stats = getattr(pl_module, "train_stats", None)
         if trainer.training and stats is not None and not trainer.sanity_checking:
             loss = stats.compute()["loss"]  # the one device sync, at the bar's refresh interval
@@ -186,15 +209,16 @@ class OptunaPruning(L.Callback):
 
     ``trial`` (JSON: study, storage, trial_id, pruner_kwargs) comes from the ABLATE_OPTUNA_TRIAL environment variable,
     which the ablate_optuna sweeper sets per job (``hydra.job.env_set``) when ``hydra.sweeper.pruner`` is set; without
-    it the callback does nothing. After each validation epoch it reports ``monitor`` as the
-    trial's intermediate value and asks the pruner (median rule: stop when this epoch's value is worse than the median
-    of earlier trials at the same epoch). A pruned run stops like an early-stopped one and keeps its results.json; the
-    sweeper reads ``pruned_at_epoch`` from the trial and tells it PRUNED. optuna-integration's
+    it the callback does nothing. After each validation epoch it reports ``monitor`` (``${optimized_metric}`` in
+    configs/hparams_search/random.yaml) as the trial's intermediate value and asks the pruner (median rule: stop when
+    this epoch's value is worse than the median of earlier trials at the same epoch, "worse" in the study's direction,
+    which the sweeper took from ablate.metric_registry). A pruned run stops like an early-stopped one and keeps its
+    results.json; the sweeper reads ``pruned_at_epoch`` from the trial and tells it PRUNED. optuna-integration's
     PyTorchLightningPruningCallback needs the Trial object of the sweeper's process; this one reattaches to the
     stored trial instead. Single-process runs only (under DDP only rank 0 would stop).
     """
 
-    def __init__(self, trial: dict[str, Any] | str | None = None, monitor: str = "val/acc") -> None:
+    def __init__(self, trial: dict[str, Any] | str | None = None, monitor: str = "val/acc_best") -> None:
         import json
 
         self.trial_info = json.loads(trial) if isinstance(trial, str) and trial else trial or None

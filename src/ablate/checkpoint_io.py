@@ -9,8 +9,11 @@ and replaces only the file handling (hand-written: no library offers checksummed
   does, so the umask decides the mode), flushed and fsynced, then renamed over the target;
 - ``<name>.ckpt.sha256`` (``sha256sum`` format) names the file's digest. While the rename is in flight it lists
   both the old and the new digest, so a kill at any instant leaves a pair that verifies;
-- ``load_checkpoint`` (resume, test-from-best, ``load_verified``) checks the digest first: a changed file is a
-  one-line ``CheckpointError``. A checkpoint without a ``.sha256`` file (made elsewhere) is loaded as it is.
+- ``verify`` is the one check every reader runs first (resume, test-from-best, evaluate.py, ``model.init_from``, all
+  through ``load_checkpoint`` or ``load_verified``): the digest when a ``.sha256`` file is beside the checkpoint,
+  else the CRC-32 that the zip container written by ``torch.save`` keeps for every record (a checkpoint copied
+  without its ``.sha256``, or made elsewhere). ``torch.load`` itself never checks those CRCs, so damaged tensor bytes
+  would load as weights. A damaged file is a one-line ``CheckpointError`` naming it.
 
 Leftover ``*.tmp`` files of a killed writer are removed by ``remove_stale_temporaries`` on the next start.
 """
@@ -20,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,16 +98,40 @@ def _write_checksums(path: Path, digests: list[str]) -> None:
 
 
 def verify(path: str | Path) -> None:
-    """Raise CheckpointError unless ``path`` matches a digest in its ``.sha256`` file (absent file: no check)."""
+    """Raise CheckpointError unless ``path`` is intact: a digest in its ``.sha256`` file when there is one, else
+    every record's CRC in the zip archive (what ``torch.save`` writes)."""
     path = Path(path)
     sums = checksum_path(path)
-    if not sums.is_file():
+    if sums.is_file():
+        expected = {line.split()[0] for line in sums.read_text().splitlines() if line.strip()}
+        if digest(path) not in expected:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupted (its sha256 does not match {sums.name}); "
+                "resume from another checkpoint or start the run again"
+            )
         return
-    expected = {line.split()[0] for line in sums.read_text().splitlines() if line.strip()}
-    if digest(path) not in expected:
+    _verify_archive(path)
+
+
+# What zipfile raises on a damaged archive besides a CRC mismatch (a broken header, a truncated record).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
+
+
+def _verify_archive(path: Path) -> None:
+    """The zip container's own per-record CRC-32 (``ZipFile.testzip`` reads every record once)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except _ZIP_ERRORS as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"checkpoint {path} is corrupted (its sha256 does not match {sums.name}); "
-            "resume from another checkpoint or start the run again"
+            f"checkpoint {path} is corrupted or not a checkpoint (not a readable torch.save zip archive: {reason}); "
+            "use an intact copy (with its .sha256 file) or another checkpoint"
+        ) from err
+    if damaged is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted (record {damaged} fails its CRC check; no {path.name}{SUFFIX} beside "
+            "it); use an intact copy (with its .sha256 file) or another checkpoint"
         )
 
 

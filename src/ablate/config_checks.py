@@ -4,6 +4,7 @@ Checks of single values and of contradictions between keys live in ``ablate.vali
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,8 +12,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from ablate.ensembles import check_run_length as check_ensemble
 from ablate.errors import ConfigError
 from ablate.optim import build_scheduler
+from ablate.optim.schedulers import cyclic_end_warning
 
 
 def check_optimization(
@@ -40,6 +43,40 @@ def check_optimization(
                 f"scheduler: the run is too short for this schedule ({steps_per_epoch * max(epochs, 1)} "
                 f"{scheduler['interval']}s); raise trainer.max_epochs or lower data.batch_size"
             ) from None
+
+
+def planned_steps(cfg: DictConfig, batches_per_epoch: int, accumulate: int) -> tuple[int, int]:
+    """(optimizer steps, epochs) the run will make, as Lightning counts them: trainer.limit_train_batches and
+    trainer.max_steps included (the module's ``_optimizer_steps`` gives the same number once the trainer exists)."""
+    trainer = cfg.trainer
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, float):
+        batches_per_epoch = int(batches_per_epoch * limit)
+    elif isinstance(limit, int):
+        batches_per_epoch = min(batches_per_epoch, limit)
+    per_epoch = math.ceil(batches_per_epoch / accumulate)
+    epochs, max_steps = int(trainer.get("max_epochs") or 0), int(trainer.get("max_steps") or -1)
+    steps = per_epoch * epochs if epochs > 0 else max_steps
+    if max_steps > 0:
+        steps = min(steps, max_steps)
+        epochs = min(epochs, math.ceil(max_steps / max(per_epoch, 1))) if epochs > 0 else epochs
+    return max(steps, 0), epochs
+
+
+def check_run_length(cfg: DictConfig, batches_per_epoch: int, accumulate: int) -> list[str]:
+    """Checks that need the run's length, before training: the ensemble's (snapshot cycles that fit, an EMA that
+    updates at all; ``ablate.ensembles.check_run_length``) and a cyclic LR that ends mid-cycle (a warning).
+    Returns warnings, one line each, for results.json's ``warnings``."""
+    steps, epochs = planned_steps(cfg, batches_per_epoch, accumulate)
+    warnings = check_ensemble(cfg, steps)
+    scheduler = cfg.get("scheduler") or {}
+    fn = scheduler.get("fn") or {}
+    if fn.get("_target_") == "torch.optim.lr_scheduler.CyclicLR":
+        unit = scheduler.get("interval", "step")
+        total = steps if unit == "step" else epochs
+        warning = cyclic_end_warning(total, int(fn.get("step_size_up", 2000)), fn.get("step_size_down"), unit)
+        warnings += [warning] if warning else []
+    return warnings
 
 
 def is_lbfgs(optimizer: Callable[..., torch.optim.Optimizer]) -> bool:

@@ -6,6 +6,9 @@ Each is irrelevant here, and a sweep printed them once per job:
 - "number of training batches is smaller than the logging interval": the module logs once per epoch anyway;
 - "Trainer already configured with model summary callbacks": ours (callbacks.RichModelSummary) is on purpose.
 
+In a multirun, a job says one line when it ends (run.py): ``quiet_job`` also turns off Lightning's INFO lines (GPU
+available, checkpoint restored, fit stopped; 6 per job), and run.py leaves out the progress bar and model summary.
+Lightning's warnings still show.
 """
 
 from __future__ import annotations
@@ -32,3 +35,9 @@ def quiet_lightning() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropTips) for f in logger.filters):
             logger.addFilter(_DropTips())
+
+
+def quiet_job() -> None:
+    """Lightning's INFO lines off for the rest of this process (a multirun job's); its warnings still print."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)

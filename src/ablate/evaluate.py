@@ -25,13 +25,16 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.checkpoint_io import load_verified
 from ablate.data.loader import InMemoryLoader
 from ablate.ensembles.members import (
+    TIE_BREAK,
     Candidate,
     check_compatible,
     check_selection_metric,
     checkpoint_for,
     collect,
     rank,
+    settings_of,
     warn,
+    within_setting,
 )
 from ablate.ensembles.report import plot_curve, write_markdown
 from ablate.errors import AblateError, ConfigError
@@ -46,6 +49,7 @@ from ablate.evaluation import (
 )
 from ablate.module import ClassifierModule
 from ablate.schema import InitConfig, RegConfig, typed
+from ablate.validate import validate_evaluate
 
 # data.* keys that shape only the training/validation part, never the official test split.
 TRAIN_SPLIT_KEYS = ("batch_size", "eval_batch_size", "val_size", "num_folds", "fold", "split_seed", "train_subset",
@@ -128,7 +132,7 @@ def check_same_test_split(members: list[Member]) -> None:
 def member_log_probs(member: Member, cfg: DictConfig, variants: list[str]) -> tuple[dict[str, torch.Tensor], Any]:
     """Test-split log-probabilities of one member for each variant, and the targets."""
     module, data = member.module, member.data
-    batch_size = int(cfg.batch_size or member.config.data.get("eval_batch_size", 1000))
+    batch_size = int(cfg.batch_size if cfg.batch_size is not None else member.config.data.get("eval_batch_size", 1000))
     batches = InMemoryLoader(data.x_test, data.y_test, batch_size, shuffle=False)
     repeats, outputs, targets = module.eval_repeats, {}, None
     for variant in variants:
@@ -157,25 +161,39 @@ def score(probs: torch.Tensor, targets: torch.Tensor, num_classes: int, variant:
 
 
 def _check_options(cfg: DictConfig) -> list[str]:
-    """Every key checked before any file is read; returns the prediction variants to compute."""
+    """Every key checked (the rule book, ablate.validate) before any file is read; returns the prediction variants."""
+    validate_evaluate(cfg)
     check_selection_metric(str(cfg.metric))
-    if cfg.ensemble.space not in ("prob", "logit"):
-        raise ConfigError(f"ensemble.space must be prob or logit, got {cfg.ensemble.space}")
-    mc = cfg.eval.mc_samples
-    if isinstance(mc, bool) or not isinstance(mc, int) or mc < 0:
-        raise ConfigError(f"eval.mc_samples must be an integer >= 0 (0 = off), got {mc}")
-    if cfg.eval.tta not in (None, "flip"):
-        raise ConfigError(f"eval.tta must be null or flip, got {cfg.eval.tta}")
-    return [PLAIN] + ([MC] if mc else []) + ([TTA] if cfg.eval.tta else [])
+    return [PLAIN] + ([MC] if cfg.eval.mc_samples else []) + ([TTA] if cfg.eval.tta else [])
 
 
 def _device(name: str) -> torch.device:
+    """The device, once torch says it exists (the rule book checked the spelling)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"device={name} is not a torch device ({err}); use auto, cpu or cuda") from err
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but torch finds no CUDA GPU on this machine; use device=auto or device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ConfigError(
+            f"device={name} but this machine has {count} GPU(s) (cuda:0..cuda:{count - 1}); use device=cuda"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name} but torch finds no MPS device here; use device=auto or device=cpu")
+    return device
+
+
+def _mixed_settings(candidates: list[Candidate]) -> list[str]:
+    """A warning when the members come from several settings (a top-k of a whole sweep mixes them)."""
+    settings = settings_of(candidates)
+    if len(settings) < 2:
+        return []
+    listed = "; ".join(f"{s} ({n})" for s, n in settings.items())
+    return [
+        f"the {len(candidates)} members come from {len(settings)} settings: {listed}; to ensemble one setting's "
+        f"seeds, add 'setting=\"{next(iter(settings))}\"'"
+    ]
 
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -185,13 +203,19 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs) if cfg.runs else None  # runs=dir: a list of one
     candidates, skipped = collect(cfg.run, runs, cfg.sweep)
     num_candidates = len(candidates)
+    setting = cfg.get("setting")
+    if setting:
+        candidates = within_setting(candidates, str(setting))
     ranked_needed = bool(cfg.sweep) or cfg.top_k is not None
     candidates = rank(candidates, str(cfg.metric), cfg.top_k, str(cfg.metric_mode), required=ranked_needed)
     check_compatible(candidates)
+    warnings = _mixed_settings(candidates)
+    for message in warnings:
+        warn(message)
     for c in candidates:
         if output_dir.resolve().is_relative_to(c.run_dir):
             raise ConfigError(f"the output folder {output_dir} is inside run {c.run_dir}; a run's folder is read only")
-    device, cache = _device(str(cfg.device)), {}
+    device, cache = _device(str(cfg.device)), {}  # before any model is loaded
     members = [load_member(c, cfg.weights, device, cache) for c in candidates]
     check_same_test_split(members)
     for m in members:
@@ -215,6 +239,8 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         member_entries.append(
             {
                 "run_dir": str(m.candidate.run_dir),
+                "label": m.candidate.label,
+                "setting": m.candidate.setting,
                 "checkpoint": str(m.checkpoint),
                 "weights": m.weights,
                 "selection": {str(cfg.metric): m.candidate.value},
@@ -249,7 +275,11 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             "mode": str(cfg.metric_mode),
             "candidates": num_candidates,
             "skipped": skipped,
+            "setting": setting,
+            "settings": settings_of(candidates),
+            "tie_break": f"lower {TIE_BREAK}, then run folder (natural order)",
         },
+        "warnings": warnings,
         "ensemble": {"space": space, "size": len(members), "variants": [v or "plain" for v in variants]},
         "metrics": metrics,
         "metrics_per_class": per_class,
@@ -287,7 +317,13 @@ def main(cfg: DictConfig) -> float | None:
     keys = [k for k in ("test/acc", "test/acc_mc", "test/acc_tta", "test/nll", "test/ece") if k in m]
     size = results["ensemble"]["size"]
     print(f"ensemble of {size} ({results['ensemble']['space']} average): " + "  ".join(f"{k}={m[k]:.4f}" for k in keys))
+    metric = results["selection"]["metric"]
     for i, member in enumerate(results["members"], 1):
-        print(f"  member {i}: test/acc={member['metrics']['test/acc']:.4f}  {member['run_dir']}")
+        chosen = member["selection"][metric]
+        chosen_text = f"{metric}={chosen:.4f}  " if chosen is not None else ""
+        print(
+            f"  member {i}: test/acc={member['metrics']['test/acc']:.4f}  {chosen_text}{member['label']}  "
+            f"({member['run_dir']})"
+        )
     print(f"results: {output_dir / 'results.json'}")
     return m["test/acc"]

@@ -53,9 +53,21 @@ def wandb_logger(
     mode = os.environ.get("WANDB_MODE")
     offline = mode != "online" if mode else not os.environ.get("WANDB_API_KEY")
     all_tags = list(dict.fromkeys([*tags, *_group_choices(overrides)]))
-    return WandbLogger(
+    if job_group is not None:
+        import wandb
+
+        if wandb.run is not None:  # the previous job's run (jobs share this process): Lightning would log into it
+            wandb.finish()
+        if "settings" not in kwargs:  # a multirun job prints one line; W&B's banner is 9
+            kwargs["settings"] = wandb.Settings(silent=True)
+    logger = WandbLogger(
         offline=offline, name=name or job_name, group=group or job_group, tags=all_tags or None, **kwargs
     )
+    # Lightning (2.6) always passes wandb.init(anonymous=None); wandb >= 0.19 warns on any value of that deprecated
+    # setting, None included ("The anonymous setting has no effect ...", once per run). Leave it unset instead.
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def tensorboard_logger(version: str | None = None, **kwargs: Any) -> TensorBoardLogger:

@@ -93,3 +93,32 @@ def direction(metric: str) -> Literal["minimize", "maximize"]:
 def better(a: float, b: float, metric: str) -> bool:
     """Is ``a`` strictly better than ``b`` on ``metric``?"""
     return a < b if lower_is_better(metric) else a > b
+
+
+# -- what a training recipe writes ------------------------------------------------------------------------------
+# The module logs these after every validation epoch (so checkpoints, early stopping, plateau schedules and the
+# pruner can watch them); ``_best`` is the best value so far.
+PER_EPOCH_VAL = ("val/loss", "val/acc", "val/acc_best", "val/loss_best")
+# Averages scored on every validation epoch as well (ablate.ensembles.averaging: EMA's ``log_per_epoch``).
+PER_EPOCH_VARIANTS = {"ema": ("val/loss_ema", "val/acc_ema", "val/acc_ema_best")}
+# ablate.ensembles.ensemble_metrics scores each collected model once after training, with evaluation's
+# classification_metrics (acc, nll, ece; acc_top5 only with more than 5 classes).
+_END_OF_RUN_BASES = ("acc", "nll", "ece", "acc_top5")
+END_OF_RUN_VARIANTS = {"ema": ("ema",), "swa": ("swa",), "snapshot": ("snapshot_ens",), "nocycle": ("snapshot_ens",)}
+
+
+def recipe_val_metrics(ensemble: str = "none", cycles: int | None = None) -> tuple[list[str], list[str]]:
+    """(per-epoch, end-of-run) validation metrics that a run with ``ensemble`` writes to results.json.
+
+    Per-epoch ones can be monitored (checkpoint, early stopping, pruning); end-of-run ones only be optimized.
+    ``cycles``: a snapshot ensemble's M, for its per-snapshot and ensemble-size curves (``val/acc_snapshot<k>``,
+    ``val/acc_snapshot_ens<m>``).
+    """
+    per_epoch = [*PER_EPOCH_VAL, *PER_EPOCH_VARIANTS.get(ensemble, ())]
+    end: list[str] = []
+    for variant in END_OF_RUN_VARIANTS.get(ensemble, ()):
+        end += [f"val/{base}_{variant}" for base in _END_OF_RUN_BASES if f"val/{base}_{variant}" not in per_epoch]
+    if ensemble in ("snapshot", "nocycle") and cycles:
+        end += [f"val/acc_snapshot{k}" for k in range(1, int(cycles) + 1)]
+        end += [f"val/acc_snapshot_ens{m}" for m in range(1, int(cycles) + 1)]
+    return per_epoch, end

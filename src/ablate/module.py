@@ -79,6 +79,7 @@ class ClassifierModule(L.LightningModule):
         self.register_buffer("mean", mean.float().reshape(shape))
         self.register_buffer("std", std.float().reshape(shape))
         self.register_buffer("val_acc_best", torch.zeros(()))
+        self.register_buffer("val_loss_best", torch.full((), math.inf))  # val/loss_best: the symmetric "best epoch"
         self.train_stats, self.val_stats, self.test_stats = (ClassificationStats() for _ in range(3))
         self._test_outputs: list[Batch] = []  # (probabilities, targets) per test batch, scored at epoch end
         self._test_single_pass: list[torch.Tensor] = []  # first-pass probabilities when eval_repeats > 1
@@ -248,6 +249,8 @@ class ClassifierModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.val_acc_best.fill_(max(float(self.val_acc_best), metrics["acc"]))
             self.log("val/acc_best", float(self.val_acc_best))
+            self.val_loss_best.fill_(min(float(self.val_loss_best), metrics["loss"]))
+            self.log("val/loss_best", float(self.val_loss_best))
             if self.scheduler_interval == "epoch" and self.scheduler_monitor.startswith("val/"):
                 # Here, not at epoch end: before the checkpoint of this validation is written, so a run resumed
                 # from it does not step the plateau schedule twice.
@@ -341,6 +344,8 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._mid_epoch_state = checkpoint.get(MID_EPOCH_KEY)
+        # Checkpoints written before val/loss_best existed: resume with "no best yet" instead of a missing key.
+        checkpoint.get("state_dict", {}).setdefault("val_loss_best", torch.full((), math.inf))
 
     def _mid_epoch_snapshot(self) -> dict[str, Any]:
         """What a mid-epoch checkpoint needs beyond Lightning's state to continue the epoch exactly as if never

@@ -32,6 +32,20 @@ MODEL_KNOBS: dict[str, tuple[str, Any, str]] = {
     "batchnorm": ("batchnorm", None, "mlp, convnet, resnet"),
 }
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def max_norm_weights(model: nn.Module, include_output: bool) -> list[torch.Tensor]:
+    """The weights reg.max_norm constrains: every linear/conv layer's, except the output layer's unless asked.
+
+    Srivastava et al. 2014 (Sec. 5.1) bound "the norm of the incoming weight vector at each hidden unit"; the output
+    layer is the last linear/conv layer registered, which holds for every model here (mlp, convnet, resnet, fmpnet and
+    transfer's head: tests/test_noise_and_maxnorm.py checks it against num_classes).
+    """
+    layers = [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
+    if not include_output:
+        layers = layers[:-1]
+    return [m.weight for m in layers]
 
 
 def model_kwargs(model_target: str, reg: RegConfig, model_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -103,16 +117,42 @@ def apply_dropconnect(model: nn.Module, reg: RegConfig) -> None:
         raise ConfigError("reg.dropconnect found no hidden linear layer to mask; use model=mlp or model=convnet")
 
 
+def running_stat_copies(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every BatchNorm running statistic (mean, var, batch count), by buffer name, for ``functional_call``:
+    a forward pass given them updates the copies, never the model's own statistics.
+
+    Copies rather than restoring the originals afterwards: an in-place restore would bump the version of tensors the
+    clean forward pass saved for its backward. (torch has no switch that keeps batch statistics but stops the running
+    update: ``track_running_stats=False`` also changes eval mode, torch.func's ``replace_all_batch_norm_modules_`` is
+    permanent.)
+    """
+    copies = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            for buffer_name, buffer in module.named_buffers(recurse=False):
+                copies[f"{name}.{buffer_name}" if name else buffer_name] = buffer.clone()
+    return copies
+
+
 def fgsm_perturb(
-    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, step: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    step: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): x + step * sign(d loss / d x), kept in [low, high].
 
-    ``step`` is eps expressed in the (normalized) input's units, per channel.
+    ``step`` is eps expressed in the (normalized) input's units, per channel. The paper perturbs along the gradient of
+    the training cost J(theta, x, y) itself, so the loss is the training loss (with its label smoothing) and the
+    model runs as in the training step (train mode: dropout, batch statistics). The pass is not a training batch,
+    though: it updates copies of BatchNorm's running statistics, so evaluation never sees the perturbation pass.
     """
     x = x.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x), targets)
-    (grad,) = torch.autograd.grad(loss, x)
+    logits = functional_call(model, running_stat_copies(model), (x,), strict=False)
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, targets, label_smoothing=label_smoothing), x)
     return torch.maximum(torch.minimum(x.detach() + step * grad.sign(), high), low)
 
 
@@ -126,6 +166,7 @@ class StepRegularizers:
             p for p in model.parameters() if p.requires_grad and (reg.penalty_params == "all" or p.ndim > 1)
         ]
         self._activations: list[torch.Tensor] = []
+        self.max_norm_weights = max_norm_weights(model, reg.max_norm_output) if reg.max_norm else []
         if reg.activation_l1:
             # Hidden activations: the outputs of the activation modules (our models have none after the classifier).
             for module in model.modules():
@@ -166,9 +207,10 @@ class StepRegularizers:
         if not self.reg.adversarial_eps:
             return clean_loss
         step, low, high = to_normalized(self.reg.adversarial_eps)
-        x_adv = fgsm_perturb(self.model, x, targets, step, low, high)
+        smoothing = self.reg.label_smoothing  # the same loss as the clean term (ClassifierModule's)
+        x_adv = fgsm_perturb(self.model, x, targets, step, low, high, smoothing)
         w = self.reg.adversarial_weight
-        return (1 - w) * clean_loss + w * F.cross_entropy(self.forward(x_adv), targets)
+        return (1 - w) * clean_loss + w * F.cross_entropy(self.forward(x_adv), targets, label_smoothing=smoothing)
 
     def before_optimizer_step(self, step: int) -> None:
         if self.reg.gradient_noise:
@@ -176,7 +218,7 @@ class StepRegularizers:
 
     def after_optimizer_step(self) -> None:
         if self.reg.max_norm:
-            apply_max_norm_(self.model, self.reg.max_norm)
+            apply_max_norm_(self.max_norm_weights, self.reg.max_norm)
 
     @property
     def active(self) -> bool:

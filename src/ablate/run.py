@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -21,15 +22,16 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelSummary, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ablate import metric_registry
 from ablate import resume as resuming
 from ablate.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from ablate.cli import hydra_overrides, record_failure
-from ablate.config_checks import check_optimization, is_lbfgs, optimizer_stepping
-from ablate.console import quiet_lightning
+from ablate.config_checks import check_optimization, check_run_length, is_lbfgs, optimizer_stepping
+from ablate.console import quiet_job, quiet_lightning
 from ablate.data.augment import build_augment
 from ablate.ensembles import build_callbacks as build_ensemble_callbacks
 from ablate.ensembles import ensemble_metrics, ensemble_summary
@@ -75,9 +77,22 @@ def _build_callbacks(cfg: DictConfig, has_val: bool) -> list[L.Callback]:
     if patience:
         if not has_val:
             raise ConfigError("reg.early_stopping needs a validation split; set data.val_size > 0")
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=patience))
+        callbacks.append(EarlyStopping(monitor="val/loss", mode=metric_registry.mode("val/loss"), patience=patience))
     callbacks.append(History(Path(cfg.paths.output_dir) / "history.csv"))  # per-epoch table for plots
     return callbacks
+
+
+def _quiet(callbacks: list[L.Callback], quiet: bool) -> list[L.Callback]:
+    """Without the progress bar and model summary when ``quiet`` (Lightning refuses them with those switched off)."""
+    return [c for c in callbacks if not (quiet and isinstance(c, ProgressBar | ModelSummary))]
+
+
+def _scheduler_fn(node: DictConfig) -> Any:
+    """The schedule's factory; a plateau schedule's ``mode: null`` becomes its monitor's direction (metric registry)."""
+    fn = _instantiate(node.fn, "scheduler.fn")
+    if "mode" in node.fn and node.fn.mode is None and node.get("monitor"):
+        fn = functools.partial(fn, mode=metric_registry.mode(node.monitor))
+    return fn
 
 
 def _use_plain_cuda_probe() -> None:
@@ -92,7 +107,19 @@ def _use_plain_cuda_probe() -> None:
 
 
 def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
-    return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
+    # LearningRateMonitor's lr-<optimizer>/pg<i> holds the LR at the start of the last epoch (it logs at epoch start),
+    # which reads as final and is not: results.json records the final LR as `lr_final` instead (_final_lrs).
+    items = sorted(trainer.callback_metrics.items())
+    return {k: float(v) for k, v in items if v.numel() == 1 and not k.startswith("lr-")}
+
+
+def _final_lrs(trainer: L.Trainer) -> dict[str, float]:
+    """Each parameter group's learning rate after the last optimizer and scheduler step (``AdamW/pg1``: group 1)."""
+    return {
+        f"{type(opt).__name__}/pg{i}": float(group["lr"])
+        for opt in trainer.optimizers
+        for i, group in enumerate(opt.param_groups, 1)
+    }
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
@@ -132,10 +159,12 @@ def train(
     record: RunRecord | None = None,
     extra_callbacks: Sequence[L.Callback] = (),
     ckpt_path: str | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Train (and test) one configuration. Raises AblateError subclasses for anything the user can fix.
 
-    ``ckpt_path`` overrides ``cfg.ckpt_path`` (main passes the copy it made in a new run folder).
+    ``ckpt_path`` overrides ``cfg.ckpt_path`` (main passes the copy it made in a new run folder). ``quiet`` (a
+    multirun job, which says one line when it ends): no progress bar, model summary or Lightning INFO lines.
     """
     ckpt_path = ckpt_path or cfg.get("ckpt_path") or None
     config_warnings = validate(cfg)  # train.py ran it before importing torch; this covers direct callers
@@ -166,7 +195,7 @@ def train(
     scheduler = None
     if cfg.get("scheduler"):
         scheduler = {
-            "fn": _instantiate(cfg.scheduler.fn, "scheduler.fn"),
+            "fn": _scheduler_fn(cfg.scheduler),
             "interval": cfg.scheduler.get("interval", "epoch"),
             "monitor": cfg.scheduler.get("monitor"),
         }
@@ -175,6 +204,15 @@ def train(
     finetuning = finetune_callbacks(model, cfg, backbone_lr_scale, scheduler)  # model=transfer's strategies
     stepping = optimizer_stepping(cfg, optimizer)
     steps_per_epoch = math.ceil(len(datamodule.train_dataloader()) / stepping["accumulate_grad_batches"])
+    # Ensemble cycles / EMA updates that fit the run, a cyclic LR cut mid-cycle: refused or warned before training.
+    run_warnings = check_run_length(cfg, len(datamodule.train_dataloader()), stepping["accumulate_grad_batches"])
+    if run_warnings:
+        config_warnings = [*config_warnings, *run_warnings]
+        if record is not None:
+            record.update(warnings=config_warnings)
+        if rank_zero_only.rank == 0:  # config warnings were printed by train.py's check_job; these are new
+            for warning in run_warnings:
+                print(f"warning: {warning}", file=sys.stderr)
     check_optimization(cfg, model, optimizer, scheduler, steps_per_epoch=steps_per_epoch)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     module = ClassifierModule(
@@ -204,11 +242,14 @@ def train(
     extra_trainer_args = {"gradient_clip_val": None, "gradient_clip_algorithm": None, "accumulate_grad_batches": 1}
     if not cfg.trainer.get("profiler"):
         extra_trainer_args["profiler"] = NullProfiler()
+    if quiet:
+        quiet_job()
+        extra_trainer_args.update(enable_progress_bar=False, enable_model_summary=False)
     trainer: L.Trainer = _instantiate(
         cfg.trainer,
         "trainer",
         callbacks=[
-            *_build_callbacks(cfg, has_val),
+            *_quiet(_build_callbacks(cfg, has_val), quiet),
             *finetuning,
             *ensemble_callbacks,
             *extra_callbacks,
@@ -240,6 +281,9 @@ def train(
         raise KeyboardInterrupt
     metrics = _final_metrics(trainer)
     metrics["val/acc_best"] = float(module.val_acc_best)
+    if math.isfinite(float(module.val_loss_best)):  # inf: no validation epoch ran
+        metrics["val/loss_best"] = float(module.val_loss_best)
+    lr_final = _final_lrs(trainer)  # before test(), which sets the trainer up again
     checkpoint = trainer.checkpoint_callback  # read before test(), which restores the callback's older state
     checkpoints = {
         "checkpoint_best": getattr(checkpoint, "best_model_path", None) or None,
@@ -270,21 +314,43 @@ def train(
         "num_params": num_params,
         "device": str(trainer.strategy.root_device),
         "world_size": trainer.world_size,
+        "lr_final": lr_final,
         **checkpoints,
     }
     if ensemble_callbacks:
         summary["ensemble"] = {"name": cfg.ensemble.name, **ensemble_summary(ensemble_callbacks)}
+    if config_warnings:
+        summary["warnings"] = config_warnings
     if record is not None:
         record.update(**summary)
     return summary
 
 
-def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+def _print_summary(summary: dict[str, Any], run_dir: Path, job: list[str] | None = None) -> None:
+    """The final metrics; a multirun job (``job``: its overrides) in one line, the sweep's recap names the folder."""
     metrics = summary["metrics"]
     averaged = [f"test/acc_{variant}" for variant in ("snapshot_ens", "ema", "swa")]  # beside the single model
     keys = [k for k in ("test/acc", *averaged, "test/loss", "val/acc_best", "train/acc") if k in metrics]
+    if _in_search():  # a search trial shows validation only: test numbers per trial invite choosing on test
+        keys = [k for k in keys if not k.startswith("test/")]
     line = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys)
-    print(f"\n{line}\nepochs={summary['epochs']}  fit={summary['fit_time_s']:.1f}s  run dir: {run_dir}")
+    ensemble = summary.get("ensemble") or {}
+    if ensemble.get("members_rule") == "auto":  # ensemble.members=auto: which size validation chose
+        line += f"  (snapshot_ens: last {ensemble['members']} of {len(ensemble['snapshots'])}, m chosen on val)"
+    timing = f"epochs={summary['epochs']}  fit={summary['fit_time_s']:.1f}s"
+    if job is not None:  # a search's sweeper prints its own line per trial
+        from ablate.sweep import in_search, job_line
+
+        if not in_search():
+            print(job_line(job, f"{line}  {timing}"), flush=True)
+        return
+    print(f"\n{line}\n{timing}  run dir: {run_dir}")
+
+
+def _in_search() -> bool:
+    from ablate.sweep import in_search
+
+    return in_search()
 
 
 def main(cfg: DictConfig) -> float | None:
@@ -361,7 +427,7 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
         record.write()
         record.start_heartbeat()
     try:
-        summary = train(cfg, record, ckpt_path=ckpt_path)
+        summary = train(cfg, record, ckpt_path=ckpt_path, quiet=multirun)
     except AblateError as err:
         status = "diverged" if isinstance(err, DivergedError) else "failed"
         if is_rank_zero:
@@ -388,7 +454,7 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
         return None
     if is_rank_zero:
         record.finish("completed")
-        _print_summary(summary, output_dir)
+        _print_summary(summary, output_dir, overrides if multirun else None)
     return objective(cfg, summary["metrics"])
 
 
@@ -406,6 +472,9 @@ def _interrupted(record: RunRecord, output_dir: Path, signum: int, is_rank_zero:
     last = output_dir / "checkpoints" / "last.ckpt"
     args = " ".join(shlex.quote(o) for o in record.data.get("overrides", []))
     how = f"python train.py {args} ckpt_path={last}".replace("  ", " ") if last.is_file() else "no checkpoint saved"
+    from ablate.sweep import search_resume_advice
+
+    how = search_resume_advice() or how  # a search trial: rerun the search (a lone trial command would need -m)
     message = f"interrupted by {signal.Signals(signum).name}; resume: {how}"
     if is_rank_zero:
         record.finish("interrupted", message)

@@ -41,7 +41,8 @@ class RegConfig:
     weight_noise: float = 0.0  # std of Gaussian noise on the weights for each training forward pass
     gradient_noise: float = 0.0  # eta of annealed gradient noise, variance eta / (1 + t)^0.55
     label_smoothing: float = 0.0
-    max_norm: float = 0.0  # cap on the L2 norm of each unit's incoming weights, after every step
+    max_norm: float = 0.0  # cap on the L2 norm of each hidden unit's incoming weights, after every step
+    max_norm_output: bool = False  # also cap the output layer's (Srivastava et al. 2014 constrain hidden units only)
     activation_l1: float = 0.0  # lambda of the mean |activation| of hidden units (sparse representations)
     adversarial_eps: float = 0.0  # FGSM step in pixel units ([0, 1] images)
     adversarial_weight: float = 0.5  # loss = (1 - w) * clean + w * adversarial (Goodfellow et al. 2015)

@@ -8,11 +8,14 @@ Hydra's basic launcher runs the jobs in this process, and each job's ``ablate.ru
 ``results.json`` and returns (a failed job does not stop the sweep). ``SweepExitCode`` reads those files after
 the last job (``on_multirun_end``, so it works for any launcher whose jobs write into the sweep folder) and
 ``train.py`` exits with ``exit_code()`` once Hydra returns: after every recap printed by other callbacks, whatever
-the callbacks' order. Imports no torch.
+the callbacks' order. In a hyperparameter search the counts are the study's trials as Optuna marked them (the sweeper
+calls ``record_search_trials``): a job can complete and its trial still FAIL (no objective value), and a trial can be
+several jobs. A search in which no trial completed exits non-zero. Imports no torch.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -24,6 +27,19 @@ from omegaconf import OmegaConf
 from ablate.rundir import status_of
 
 _EXIT_CODE = 0
+SEARCH_COMMAND_ENV = "ABLATE_SEARCH_COMMAND"  # the command that started the running search (set by its sweeper)
+# sweep dir -> {trial number: status}, set by the Optuna sweeper at the end of its sweep (same process as the recap).
+_SEARCH_TRIALS: dict[str, dict[str, str]] = {}
+
+
+def record_search_trials(sweep_dir: str | Path, statuses: dict[str, str]) -> None:
+    _SEARCH_TRIALS[str(Path(sweep_dir).resolve())] = dict(statuses)
+
+
+def statuses_of(sweep_dir: str | Path) -> dict[str, str]:
+    """A search's trial statuses (Optuna's), else the jobs' statuses from their results.json."""
+    trials = _SEARCH_TRIALS.get(str(Path(sweep_dir).resolve()))
+    return trials if trials is not None else job_statuses(sweep_dir)
 
 
 def job_statuses(sweep_dir: str | Path) -> dict[str, str]:
@@ -32,8 +48,8 @@ def job_statuses(sweep_dir: str | Path) -> dict[str, str]:
     return {path.parent.name: status_of(path.parent) for path in paths}
 
 
-def describe(statuses: dict[str, str]) -> str:
-    return ", ".join(f"job {job} {status}" for job, status in statuses.items()) or "none"
+def describe(statuses: dict[str, str], unit: str = "job") -> str:
+    return ", ".join(f"{unit} {job} {status}" for job, status in statuses.items()) or "none"
 
 
 def interrupted_message(sweep_dir: str | Path, signum: int) -> str:
@@ -51,6 +67,32 @@ def is_search(config: Any) -> bool:
     return "ablate_optuna_sweeper" in str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
 
 
+def in_search() -> bool:
+    """Whether this process runs a job of a hyperparameter search (Hydra's config of the running job says so)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return "ablate_optuna_sweeper" in str(OmegaConf.select(HydraConfig.get(), "sweeper._target_", default=""))
+
+
+def search_resume_advice() -> str | None:
+    """For an interrupted search trial: the search's own command (set by the sweeper), which resumes the study and
+    runs interrupted trials again; None outside a search."""
+    command = os.environ.get(SEARCH_COMMAND_ENV)
+    if not command or not in_search():
+        return None
+    return f"{command}   (the search resumes its study and runs interrupted trials again)"
+
+
+def job_line(overrides: list[str], result: str) -> str:
+    """A multirun job's one line: ``job 3 (optimizer=adam seed=1): <result>``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    num = HydraConfig.get().job.num if HydraConfig.initialized() else "?"
+    return f"job {num} ({' '.join(overrides)}): {result}"
+
+
 def exit_code() -> int:
     """1 when the last sweep of this process had a job that did not complete, else 0."""
     return _EXIT_CODE
@@ -62,26 +104,38 @@ class SweepExitCode(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         global _EXIT_CODE
         sweep_dir = config.hydra.sweep.dir
-        statuses = job_statuses(sweep_dir)
-        # In a hyperparameter search, diverged trials are findings (that region of the space does not train), and a
-        # trial interrupted by a killed search is rerun when the search resumes: only a crashed trial is an error.
-        expected = ("completed", "diverged", "interrupted") if is_search(config) else ("completed",)
+        search = is_search(config)
+        statuses = statuses_of(sweep_dir) if search else job_statuses(sweep_dir)
+        # In a hyperparameter search, diverged and pruned trials are findings (that region of the space does not
+        # train), and a trial interrupted by a killed search is rerun when the search resumes: a failed trial is an
+        # error, and so is a search in which no trial completed (it found nothing).
+        expected = ("completed", "diverged", "interrupted", "pruned") if search else ("completed",)
         bad = {job: s for job, s in statuses.items() if s not in expected}
-        _EXIT_CODE = 1 if bad else 0
+        none_completed = search and "completed" not in statuses.values()
+        _EXIT_CODE = 1 if bad or none_completed else 0
+        what, unit = ("trials of the search", "trial") if search else ("sweep jobs", "job")
         if bad:
             print(
-                f"error: {len(bad)} of {len(statuses)} sweep jobs did not complete ({describe(bad)}); "
+                f"error: {len(bad)} of {len(statuses)} {what} did not complete ({describe(bad, unit)}); "
                 f"see {sweep_dir}/<job>/results.json",
+                file=sys.stderr,
+            )
+        elif none_completed:
+            print(
+                f"error: no trial of the search completed ({describe(statuses, unit)}); see {sweep_dir}",
                 file=sys.stderr,
             )
 
 
 def recap(sweep_dir: str | Path) -> str:
-    """One line: the jobs' statuses from their results.json, the sweep dir and the table command."""
-    counts = Counter(job_statuses(sweep_dir).values())
+    """One line: the jobs' statuses from their results.json (a search's: its trials'), the sweep dir and the table
+    command."""
+    search = str(Path(sweep_dir).resolve()) in _SEARCH_TRIALS
+    counts = Counter(statuses_of(sweep_dir).values())
     parts = [f"{counts.pop(s, 0)} {s}" for s in ("completed", "diverged", "failed")]
     parts += [f"{n} {s}" for s, n in sorted(counts.items())]
-    return f"sweep: {', '.join(parts)} in {sweep_dir}; table: python -m ablate.table {sweep_dir}"
+    unit = " trials" if search else ""
+    return f"sweep: {', '.join(parts)}{unit} in {sweep_dir}; table: python -m ablate.table {sweep_dir}"
 
 
 class SweepRecap(Callback):

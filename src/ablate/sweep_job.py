@@ -15,6 +15,7 @@ import os
 
 from omegaconf import DictConfig
 
+from ablate import metric_registry
 from ablate.errors import ConfigError
 
 
@@ -42,6 +43,10 @@ def check_objective(cfg: DictConfig) -> str:
             f"optimized_metric={metric} is not a validation metric; sweeps select on val/... "
             "(e.g. val/acc_best, val/acc, val/loss), never on test data"
         )
+    try:
+        metric_registry.parse(metric)  # a name the registry does not know has no direction: refuse it
+    except ConfigError as err:
+        raise ConfigError(f"optimized_metric={metric}: {err}") from None
     return metric
 
 

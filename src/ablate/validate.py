@@ -25,13 +25,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from ablate import metric_registry
 from ablate.errors import ConfigError
 from ablate.schema import AugmentConfig
 
 SEED_MODULUS = 2**32  # numpy / Lightning / scikit-learn seeds live in [0, 2**32)
 # What the module logs per epoch and a scheduler or callback may monitor; extend it with any new logged metric.
 METRICS = ("val/loss", "val/acc", "train/loss", "train/acc")
-MONITORABLE = (*METRICS, "val/acc_best")
+MONITORABLE = (*METRICS, "val/acc_best", "val/loss_best")
 LBFGS = "torch.optim.LBFGS"
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
 
@@ -63,6 +64,8 @@ class Rule:
             assert self.item is not None
             size = f"{self.length} " if self.length else ""
             return f"a list of {size}{_plural(self.item.describe())}"
+        if self.kind is str:
+            return "a string" + (" or null" if self.nullable else "")
         noun = "an integer" if self.kind is int else "a number"
         if self.kind is float and self.low == 0 and self.low_open and self.high is None:
             text = "a positive number"
@@ -133,6 +136,8 @@ RULES: dict[str, Rule] = {
     "data.train_subset": integer(1000, low=0),
     "data.bootstrap_seed": integer(0, low=0, nullable=True),
     "data.download": flag(),
+    "data.pad": integer(4, low=0, why="pixels of zeros on every side"),
+    "data.root": Rule(str, "path/to/images"),  # data=imagefolder: <root>/<class>/<image>
     "data.name": Rule(str, "fashion_mnist"),
     "data.data_dir": Rule(str, "data"),
     "data.synthetic.num_train": integer(1200, low=1),
@@ -160,6 +165,13 @@ RULES: dict[str, Rule] = {
     "model.activation": choice("relu", "leaky_relu", "elu", "tanh", "sigmoid", "maxout"),
     "model.batchnorm": flag(),
     "model.downsample": choice("stride", "maxpool", "fmp"),
+    # model=transfer (src/ablate/models/transfer.py; the range of unfreeze_last depends on the backbone)
+    "model.finetune": choice("full", "head", "last_n", "staged"),
+    "model.unfreeze_last": integer(2, low=1, why="how many of the backbone's last blocks train"),
+    "model.unfreeze_at_epoch": integer(1, low=1),
+    "model.resize_to": integer(224, low=1, nullable=True, why="the side every batch is upsampled to"),
+    "model.pretrained": flag(False),
+    "model.keep_head": flag(False),
     # optimizer
     "optimizer.lr": positive(0.01),
     "optimizer.momentum": fraction(0.9, why="momentum >= 1 never forgets a gradient and diverges"),
@@ -173,6 +185,7 @@ RULES: dict[str, Rule] = {
     "optimizer.max_iter": integer(5, low=1),
     "optimizer.history_size": integer(10, low=1),
     "optimizer.line_search_fn": choice("strong_wolfe", nullable=True),
+    "optimizer.backbone_lr_scale": positive(0.1, why="the backbone's LR is lr x backbone_lr_scale"),
     # scheduler
     "scheduler.interval": choice("step", "epoch"),
     "scheduler.monitor": choice(*METRICS, nullable=True),
@@ -182,7 +195,8 @@ RULES: dict[str, Rule] = {
     "scheduler.fn.milestones": Rule(list, "[3,5]", item=integer(3, low=1)),
     "scheduler.fn.fractions": Rule(list, "[0.5,0.75]", item=fraction(0.5, low_open=True)),
     "scheduler.fn.patience": integer(2, low=0),
-    "scheduler.fn.mode": choice("min", "max", "triangular", "triangular2", "exp_range"),
+    # plateau: null = the monitor's direction (ablate.metric_registry)
+    "scheduler.fn.mode": choice("min", "max", "triangular", "triangular2", "exp_range", nullable=True),
     "scheduler.fn.eta_min": number(0.0, low=0),
     "scheduler.fn.base_lr": number(0.0001, low=0),
     "scheduler.fn.max_lr": positive(0.1),
@@ -212,13 +226,23 @@ RULES: dict[str, Rule] = {
     # callbacks (Lightning's names; other callbacks' keys are checked by their constructors)
     "callbacks.early_stopping.monitor": choice(*MONITORABLE),
     "callbacks.model_checkpoint.monitor": choice(*MONITORABLE, nullable=True),
-    "callbacks.early_stopping.mode": choice("min", "max"),
-    "callbacks.model_checkpoint.mode": choice("min", "max"),
+    # null: the monitor's direction (ablate.metric_registry), filled in by _derive_modes
+    "callbacks.early_stopping.mode": choice("min", "max", nullable=True),
+    "callbacks.model_checkpoint.mode": choice("min", "max", nullable=True),
     "callbacks.early_stopping.patience": integer(3, low=0),
     "callbacks.early_stopping.min_delta": number(0.0, low=0),
     "callbacks.model_checkpoint.save_top_k": integer(1, low=0, extra=(-1,)),
     "callbacks.model_checkpoint.save_last": flag(),
     "callbacks.progress_bar.refresh_rate": integer(25, low=0),
+    # ensemble (configs/ensemble/*; ensemble.members: _check_ensemble_members)
+    "ensemble.name": choice("none", "snapshot", "nocycle", "ema", "swa"),
+    "ensemble.cycles": integer(5, low=1),
+    "ensemble.decay": fraction(0.999, why="decay 1 never moves the average off the initial weights"),
+    "ensemble.warmup": flag(),
+    "ensemble.every_n_steps": integer(1, low=1),
+    "ensemble.start_step": integer(0, low=0),
+    "ensemble.swa_start": number(0.75, low=0, why="a fraction of the epochs in (0, 1) or the first averaged epoch"),
+    "ensemble.swa_lr": positive(0.05, nullable=True, why="null = half the optimizer's LR"),
 }
 
 
@@ -340,18 +364,74 @@ def validate(cfg: DictConfig) -> list[str]:
 
     Numeric strings of numeric keys are coerced in place, so the run sees numbers.
     """
+    _check_missing(cfg)
     plain = resolve(cfg)
     for key, value in _leaves(plain):
         rule = rule_for(key)
         if rule is None:
             continue
-        checked = check_value(key, value, rule)
+        try:
+            checked = check_value(key, value, rule)
+        except ConfigError:
+            _blame_source(cfg, key, value)  # scheduler.fn.cycles=${ensemble.cycles}: name the key the user set
+            raise
         if checked != value or type(checked) is not type(value):
             _set(cfg, key, checked)
             _set_plain(plain, key, checked)
+    _check_finite(plain)
     _check_val_size(cfg, plain.get("data") or {})
     _check_ckpt_path(plain.get("ckpt_path"))
-    return _check_combinations(plain)
+    _check_ensemble_members(plain)
+    return _derive_modes(cfg, plain) + _check_combinations(plain)
+
+
+def _missing_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is ``???`` (OmegaConf's "missing"), found without resolving anything (resolving an
+    interpolation to a missing value raises, and ``OmegaConf.missing_keys`` resolves)."""
+    if isinstance(node, dict | list):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        keys = [_missing_keys(child, f"{prefix}.{name}" if prefix else str(name)) for name, child in items]
+        return [key for found in keys for key in found]
+    return [prefix] if node == "???" else []
+
+
+def _check_missing(cfg: DictConfig) -> None:
+    """A mandatory value left unset (``data=imagefolder`` without ``data.root``) is one line, not OmegaConf's
+    MissingMandatoryValue traceback at instantiation."""
+    missing = _missing_keys(OmegaConf.to_container(cfg, resolve=False))
+    if missing:
+        key = missing[0]
+        rule = rule_for(key)
+        example = f"; e.g. {key}={rule.example}" if rule is not None else ""
+        raise ConfigError(f"{key} must be set: it has no default{example}")
+
+
+def _check_finite(plain: dict[str, Any]) -> None:
+    """inf and nan are refused for every number of the config, also where no rule covers the key (the typed
+    reg/aug/init knobs, sweeper-free extras): no knob of ablate gives them a meaning, and ``reg.l2=1e400`` would
+    otherwise train and 'diverge'. Keys with a rule were checked (finite included) by ``check_value``."""
+    for key, value in _numbers(plain):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+
+
+def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every float in ``node``; list items are ``key[i]``."""
+    if isinstance(node, dict):
+        pairs = [_numbers(child, f"{prefix}.{name}" if prefix else str(name)) for name, child in node.items()]
+        return [pair for found in pairs for pair in found]
+    if isinstance(node, list):
+        return [pair for i, child in enumerate(node) for pair in _numbers(child, f"{prefix}[{i}]")]
+    return [(prefix, node)] if isinstance(node, float) else []
+
+
+def _blame_source(cfg: DictConfig, key: str, value: Any) -> None:
+    """When ``key`` only copies another key (``${other}`` or ``${oc.select:other,...}``), check the value against the
+    other key's rule first, so that the error names the key the user set."""
+    match = re.fullmatch(r"\$\{(?:oc\.select:)?([\w.]+)(?:,[^}]*)?\}", _raw(cfg, key).strip())
+    source = match.group(1) if match else None
+    if source and source != key and (rule := rule_for(source)) is not None:
+        check_value(source, value, rule)
 
 
 def _set(cfg: DictConfig, key: str, value: Any) -> None:
@@ -396,10 +476,73 @@ def _check_ckpt_path(path: str | None) -> None:
         raise ConfigError(f"ckpt_path={path} is not a checkpoint (not a torch.save archive); pass a .ckpt file")
 
 
+def _check_ensemble_members(cfg: dict[str, Any]) -> None:
+    """ensemble.members: auto (chosen on validation, so a validation split is needed), null (all M) or 1..M."""
+    ensemble = cfg.get("ensemble") or {}
+    if "members" not in ensemble:
+        return
+    members, cycles = ensemble["members"], ensemble.get("cycles")
+    if members == "auto":
+        if not _has_validation(cfg.get("data") or {}, cfg.get("trainer") or {}):
+            raise ConfigError(
+                "ensemble.members=auto chooses the ensemble size on validation, but there is no validation split; "
+                "set data.val_size > 0 (e.g. data.val_size=0.1), or ensemble.members=null (all snapshots)"
+            )
+        return
+    rule = integer(2, low=1, high=cycles, nullable=True)
+    try:
+        check_value("ensemble.members", members, rule)
+    except ConfigError:
+        shown = repr(members) if isinstance(members, str) else json.dumps(members)
+        raise ConfigError(
+            f"ensemble.members must be auto (chosen on validation), null (all) or an integer in [1, "
+            f"ensemble.cycles={cycles}], got {shown}; e.g. ensemble.members=auto"
+        ) from None
+
+
 def _has_validation(data: dict[str, Any], trainer: dict[str, Any]) -> bool:
     if (data.get("num_folds") or 0) >= 2:
         return True
     return bool(data.get("val_size")) and trainer.get("limit_val_batches") != 0
+
+
+def _derive_modes(cfg: DictConfig, plain: dict[str, Any]) -> list[str]:
+    """Every monitor's mode (callbacks' ``mode``, the plateau schedule's ``scheduler.fn.mode``) checked against the
+    metric registry. Null means the monitor's direction and stays null here (the config is not mutated; the callbacks
+    and run.py ask the registry where they are built). A contradicting mode is refused (the checkpoint's is a
+    warning: training is unaffected, only which epoch is called "best"). An unknown monitored metric is an error."""
+    callbacks, scheduler = plain.get("callbacks") or {}, plain.get("scheduler") or {}
+    fn = scheduler.get("fn") or {}
+    pairs = [
+        (f"callbacks.{name}", node.get("monitor"), node.get("mode"))
+        for name, node in callbacks.items()
+        if isinstance(node, dict) and "mode" in node
+    ]
+    if fn.get("_target_") == PLATEAU:
+        pairs.append(("scheduler", scheduler.get("monitor"), fn.get("mode")))
+    warnings = []
+    for where, monitor, mode in pairs:
+        mode_key = f"{where}.mode" if where != "scheduler" else "scheduler.fn.mode"
+        if not monitor:
+            continue
+        try:
+            wanted = metric_registry.mode(monitor)
+        except ConfigError as err:
+            raise ConfigError(f"{where}.monitor={monitor}: {err}") from None
+        if mode is None:  # left null in the config (never mutated): the callbacks and run.py ask the registry
+            continue
+        if mode == wanted:
+            continue
+        better = "lower" if wanted == "min" else "higher"
+        message = (
+            f"{mode_key}={mode} contradicts monitor {monitor} ({better} is better, ablate.metric_registry); "
+            f"use {mode_key}={wanted}, or leave it null to follow the monitor"
+        )
+        if mode_key != "callbacks.model_checkpoint.mode":
+            raise ConfigError(message)
+        # Training itself is unaffected; only which checkpoint is called "best" (and tested) is inverted.
+        warnings.append(f"{message} (the 'best' checkpoint is the worst epoch)")
+    return warnings
 
 
 def _check_combinations(cfg: dict[str, Any]) -> list[str]:
@@ -420,23 +563,7 @@ def _check_combinations(cfg: dict[str, Any]) -> list[str]:
         for name, node in callbacks.items():
             if name != "model_checkpoint" and str((node or {}).get("monitor") or "").startswith("val/"):
                 raise ConfigError(f"callbacks.{name}.monitor={node['monitor']} {no_val}, or drop callbacks.{name}")
-    # A mode that contradicts its metric: min on an accuracy, max on a loss.
-    nodes = {name: node or {} for name, node in callbacks.items()}
-    pairs = [(f"callbacks.{name}.mode", node.get("monitor"), node.get("mode")) for name, node in nodes.items()]
-    if fn.get("_target_") == PLATEAU:
-        pairs.append(("scheduler.fn.mode", scheduler.get("monitor"), fn.get("mode")))
-    warnings = []
-    for mode_key, monitor, mode in pairs:
-        wanted = "min" if str(monitor).endswith("loss") else "max" if str(monitor).endswith("acc") else None
-        if monitor and mode and wanted and mode != wanted:
-            message = (
-                f"{mode_key}={mode} contradicts monitor {monitor} (lower loss / higher acc is better); "
-                f"use {mode_key}={wanted}"
-            )
-            if mode_key != "callbacks.model_checkpoint.mode":
-                raise ConfigError(message)
-            # Training itself is unaffected; only which checkpoint is called "best" (and tested) is inverted.
-            warnings.append(f"{message} (the 'best' checkpoint is the worst epoch)")
+    warnings: list[str] = []
     for key, value in trainer.items():
         if key.startswith("limit_") and isinstance(value, float) and value > 1:
             raise ConfigError(
@@ -472,3 +599,90 @@ def _lbfgs_warnings(optimizer: dict, reg: dict, aug: dict, model: dict) -> list[
         f"{'make' if len(random_knobs) > 1 else 'makes'} each closure call differ (the line search and curvature "
         "pairs become noise); turn them off for L-BFGS"
     ]
+
+
+# -- the search (hydra.sweeper.* of hparams_search=..., checked by the Optuna sweeper before its first trial) ------
+SEARCH_RULES: dict[str, Rule] = {
+    "hydra.sweeper.sampler": choice("random", "tpe", "grid"),
+    # null: the grid's size (grid sampler); other samplers need a count
+    "hydra.sweeper.n_trials": integer(20, low=1, nullable=True),
+    "hydra.sweeper.n_jobs": integer(1, low=1),
+    "hydra.sweeper.seed": integer(0, nullable=True),
+    "hydra.sweeper.direction": choice("auto", "minimize", "maximize"),
+    "hydra.sweeper.pruner": choice("median", nullable=True),
+    "hydra.sweeper.repeats": integer(2, low=1, why="seeds per setting"),
+}
+
+
+def validate_search(params: dict[str, Any]) -> dict[str, Any]:
+    """The sweeper's settings checked against SEARCH_RULES (coerced: ``n_trials='5'`` -> 5); a ConfigError names the
+    key. ``repeats`` is set as ``search.repeats`` and named so in the error."""
+    checked = dict(params)
+    for key, rule in SEARCH_RULES.items():
+        name = key.rsplit(".", 1)[1]
+        if name not in params:
+            continue
+        try:
+            checked[name] = check_value(key, params[name], rule)
+        except ConfigError as err:
+            if name != "repeats":
+                raise
+            raise ConfigError(str(err).replace("hydra.sweeper.repeats", "search.repeats")) from None
+    return checked
+
+
+# -- evaluate.py (configs/evaluate.yaml; checked before any run is read or model loaded) ---------------------------
+EVALUATE_RULES: dict[str, Rule] = {
+    "run": Rule(str, "logs/runs/<time>", nullable=True),
+    "sweep": Rule(str, "logs/multiruns/<time>", nullable=True),
+    "setting": Rule(str, "'reg=none'", nullable=True, why="overrides of one setting of the sweep, space-separated"),
+    "top_k": integer(3, low=1, nullable=True, why="how many of the best runs to keep; null keeps all"),
+    "metric": Rule(str, "val/acc_best"),
+    "metric_mode": choice("auto", "min", "max"),
+    "weights": Rule(str, "last", choices=("best", "last"), nullable=True, why="null: the weights each run tested"),
+    "ensemble.space": choice("prob", "logit"),
+    "eval.mc_samples": integer(20, low=0, why="0 turns MC dropout off"),
+    "eval.tta": Rule(str, "flip", choices=("flip",), nullable=True, why="null turns it off"),
+    "batch_size": integer(1000, low=1, nullable=True, why="null: each run's data.eval_batch_size"),
+    "device": Rule(str, "cpu"),  # and DEVICE's spelling
+    "seed": integer(0),
+}
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def validate_evaluate(cfg: DictConfig) -> None:
+    """evaluate.py's keys against EVALUATE_RULES (numeric strings coerced in place), the device's spelling and the
+    run list. Whether the device exists is asked of torch by ablate.evaluate, still before any model is loaded."""
+    plain = resolve(cfg)
+    for key, rule in EVALUATE_RULES.items():
+        node: Any = plain
+        for part in key.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is KeyError:
+            continue
+        checked = check_value(key, node, rule)
+        if checked != node or type(checked) is not type(node):
+            _set(cfg, key, checked)
+    device = plain.get("device")
+    if not DEVICE.fullmatch(str(device or "auto")):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:<index> or mps, got {device!r}; e.g. device=cpu")
+    _check_run_list(plain.get("runs"))
+
+
+def _check_run_list(runs: Any) -> None:
+    """``runs=dir`` or ``runs='[d1,d2]'``: folders, each named once (a run listed twice would count twice)."""
+    if runs is None:
+        return
+    listed = [runs] if isinstance(runs, str) else runs
+    if not isinstance(listed, list) or not all(isinstance(r, str) and r for r in listed):
+        raise ConfigError(f"runs must be a run folder or a list of run folders, got {runs!r}; e.g. runs='[dir1,dir2]'")
+    seen: dict[Path, str] = {}
+    for name in listed:
+        folder = Path(name).expanduser().resolve()
+        if folder in seen:
+            same = f" (as {seen[folder]})" if seen[folder] != name else ""
+            raise ConfigError(
+                f"runs lists {name} twice{same}; each run is one ensemble member: name it once, "
+                "or train more seeds for a larger ensemble"
+            )
+        seen[folder] = name

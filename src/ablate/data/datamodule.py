@@ -40,8 +40,10 @@ class DataModule(L.LightningDataModule):
         train_per_class: int = 0,
         synthetic: dict[str, Any] | None = None,
         bootstrap_seed: int | None = None,
+        pad: int = 0,
     ) -> None:
         super().__init__()
+        self.pad = pad
         self.name, self.data_dir, self.download = name, str(data_dir), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.num_folds, self.fold = val_size, num_folds, fold
@@ -75,6 +77,8 @@ class DataModule(L.LightningDataModule):
             raise ConfigError("data.train_subset and data.train_per_class both pick a training subset; set one")
         if self.classes is not None and (not self.classes or len(set(self.classes)) != len(self.classes)):
             raise ConfigError(f"data.classes must be a non-empty list of distinct class indices, got {self.classes}")
+        if isinstance(self.pad, bool) or not isinstance(self.pad, int) or self.pad < 0:
+            raise ConfigError(f"data.pad must be an integer >= 0 (pixels of zeros on every side), got {self.pad}")
         if self.bootstrap_seed is not None and (isinstance(self.bootstrap_seed, bool) or self.bootstrap_seed < 0):
             raise ConfigError(f"data.bootstrap_seed must be null (off) or an integer >= 0, got {self.bootstrap_seed}")
 
@@ -107,6 +111,8 @@ class DataModule(L.LightningDataModule):
         raw = self._load_raw()
         if self.classes is not None:
             raw = select_classes(raw, self.classes)
+        if self.pad:
+            raw = pad_images(raw, self.pad)
         self.raw = raw
         self._check_sizes(raw)
         train_idx, val_idx = stratified_split(raw.y_train, self.val_size, self.num_folds, self.fold, self.split_seed)
@@ -174,7 +180,8 @@ class DataModule(L.LightningDataModule):
             "train": len(self.y_train),
             "val": len(self.y_val),
             "test": len(self.y_test),
-            "input_shape": list(self.input_shape),
+            "input_shape": list(self.input_shape),  # what the model sees (after data.pad)
+            **({"pad": self.pad} if self.pad else {}),
             "num_classes": self.num_classes,
             **({"classes": self.classes} if self.classes is not None else {}),
             **({"train_per_class": self.train_per_class} if self.train_per_class else {}),
@@ -214,6 +221,19 @@ def select_classes(raw: RawDataset, classes: list[int]) -> RawDataset:
     return dataclasses.replace(
         raw, x_train=parts[0], y_train=parts[1], x_test=parts[2], y_test=parts[3], num_classes=len(classes)
     )
+
+
+def pad_images(raw: RawDataset, pad: int) -> RawDataset:
+    """Every image (train, and so validation, and test) with ``pad`` rows/columns of zeros on each side, as Graham
+    (2014) pads 28x28 MNIST digits to 36x36. Done once in memory, before the normalization statistics are taken, so
+    the model, the statistics and ``input_shape`` all see the padded size."""
+
+    def padded(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        return x.padded(pad)  # images decoded lazily (data=imagefolder, streamed) pad as they are decoded
+
+    return dataclasses.replace(raw, x_train=padded(raw.x_train), x_test=padded(raw.x_test))
 
 
 def per_class_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:

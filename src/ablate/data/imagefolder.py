@@ -62,23 +62,28 @@ class ImageFiles(Dataset):
     dtype = torch.uint8
     ndim = 4
 
-    def __init__(self, paths: Sequence[str], size: tuple[int, int], channels: int) -> None:
-        self.paths, self.size, self.channels = list(paths), size, channels
+    def __init__(self, paths: Sequence[str], size: tuple[int, int], channels: int, pad: int = 0) -> None:
+        self.paths, self.size, self.channels, self.pad = list(paths), size, channels, pad
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.paths), self.channels, *self.size)
+        return (len(self.paths), self.channels, *(side + 2 * self.pad for side in self.size))
+
+    def padded(self, pad: int) -> ImageFiles:
+        """The same files, each decoded with ``pad`` more pixels of zeros on every side (data.pad)."""
+        return ImageFiles(self.paths, self.size, self.channels, self.pad + pad)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, int | np.integer):
-            return decode(self.paths[int(index)], self.size, self.channels)
+            image = decode(self.paths[int(index)], self.size, self.channels)
+            return torch.nn.functional.pad(image, (self.pad,) * 4) if self.pad else image
         index = torch.as_tensor(index)
         if index.dtype == torch.bool:
             index = index.nonzero().flatten()
-        return ImageFiles([self.paths[i] for i in index.tolist()], self.size, self.channels)
+        return ImageFiles([self.paths[i] for i in index.tolist()], self.size, self.channels, self.pad)
 
 
 class _Pairs(Dataset):

@@ -20,18 +20,22 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
+from ablate.checkpoint_io import load_verified
 from ablate.data.loader import InMemoryLoader
-from ablate.ensembles.averaging import EMA, SWA, eval_logits
+from ablate.ensembles.averaging import EMA, SWA, eval_logits, initial_weight_share, planned_updates
 from ablate.ensembles.snapshot import SnapshotCollector, snapshot_steps
 from ablate.errors import ConfigError
 from ablate.evaluation import average_probabilities, classification_metrics, named, predict
 from ablate.optim.schedulers import swa_start_index
 
 __all__ = [
+    "AUTO",
     "EMA",
     "SWA",
     "SnapshotCollector",
     "build_callbacks",
+    "check_run_length",
+    "choose_members",
     "ensemble_metrics",
     "ensemble_summary",
     "snapshot_steps",
@@ -39,6 +43,7 @@ __all__ = [
 ]
 
 NAMES = ("none", "snapshot", "nocycle", "ema", "swa")
+AUTO = "auto"  # ensemble.members=auto: the ensemble size is chosen on validation (choose_members)
 
 
 def _scheduler_target(cfg: DictConfig) -> str:
@@ -58,8 +63,10 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         cycles, members = ens.get("cycles"), ens.get("members")
         if not isinstance(cycles, int) or cycles < 1:
             raise ConfigError(f"ensemble.cycles must be an integer >= 1, got {cycles!r}")
-        if members is not None and not (isinstance(members, int) and 1 <= members <= cycles):
-            raise ConfigError(f"ensemble.members must be in [1, ensemble.cycles={cycles}] or null, got {members!r}")
+        if members not in (None, AUTO) and not (isinstance(members, int) and 1 <= members <= cycles):
+            raise ConfigError(
+                f"ensemble.members must be in [1, ensemble.cycles={cycles}], auto or null, got {members!r}"
+            )
         is_snapshot_schedule = scheduler.endswith("schedulers.snapshot")
         if name == "snapshot" and not is_snapshot_schedule:
             raise ConfigError(
@@ -81,7 +88,8 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         every, start = int(ens.get("every_n_steps", 1)), int(ens.get("start_step", 0))
         if every < 1 or start < 0:
             raise ConfigError(f"ensemble.every_n_steps must be >= 1 and start_step >= 0, got {every}, {start}")
-        return [EMA(decay=float(decay), update_every_n_steps=every, update_starting_at_step=start)]
+        warmup = bool(ens.get("warmup", True))
+        return [EMA(decay=float(decay), warmup=warmup, update_every_n_steps=every, update_starting_at_step=start)]
     # swa
     max_epochs = int(cfg.trainer.get("max_epochs") or 0)
     if max_epochs < 1:
@@ -93,6 +101,42 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
             "drop the scheduler override (ensemble=swa selects scheduler=swa) or set ensemble.swa_lr=null"
         )
     return [SWA(start_epoch=start)]
+
+
+def check_run_length(cfg: DictConfig, total_steps: int) -> list[str]:
+    """Checks of the ensemble knobs that need the run's length in optimizer steps, run before training: settings that
+    would collect nothing (or fewer snapshots than asked) are ConfigErrors; the returned warnings (one line each)
+    go to results.json's ``warnings``."""
+    ens = cfg.get("ensemble") or {}
+    name = ens.get("name", "none")
+    if name in ("snapshot", "nocycle"):
+        cycles = int(ens.cycles)
+        snapshot_steps(total_steps, cycles)  # a ConfigError naming ensemble.cycles when T < M
+        if name == "snapshot" and total_steps < 2 * cycles:
+            short = 2 * cycles - total_steps  # T // M == 1 here: T - M cycles of 2 steps, the rest of 1
+            return [
+                f"ensemble=snapshot: {short} of the {cycles} cycles last 1 optimizer step ({total_steps} steps in "
+                f"all), so they train at the peak LR only and their snapshots are not annealed; use "
+                f"ensemble.cycles<={total_steps // 2} or a longer run"
+            ]
+        return []
+    if name != "ema":
+        return []
+    decay, warmup = float(ens.decay), bool(ens.get("warmup", True))
+    start, every = int(ens.get("start_step", 0)), int(ens.get("every_n_steps", 1))
+    updates = planned_updates(total_steps, start, every)
+    if updates == 0:
+        raise ConfigError(
+            f"ensemble.start_step={start} leaves no EMA update in this run of {total_steps} optimizer steps "
+            f"(steps 0..{total_steps - 1}, every {every}); e.g. ensemble.start_step=0, or raise trainer.max_epochs"
+        )
+    share = initial_weight_share(decay, updates, warmup)
+    if share <= 0.01:
+        return []
+    return [
+        f"ensemble=ema: decay={decay} with warmup={str(warmup).lower()} leaves {share:.0%} of the final average on "
+        f"the initial weights after this run's {updates} updates; set ensemble.warmup=true or lower ensemble.decay"
+    ]
 
 
 def _full_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> InMemoryLoader:
@@ -177,29 +221,54 @@ def ensemble_metrics(
     return metrics, per_class
 
 
+def choose_members(val_acc: dict[int, float], val_nll: dict[int, float] | None = None) -> int:
+    """``ensemble.members=auto``: the m whose ensemble of the last m snapshots has the best validation accuracy
+    (``val/acc_snapshot_ens<m>``; test metrics never reach this function). Ties are common on small validation sets
+    (one image of 144 is 0.7 points): among the tied sizes the lowest validation NLL (``val/nll_snapshot_ens<m>``,
+    continuous, so it rarely ties) decides, then the larger m. NLL rather than "always the larger m" because a tie in
+    accuracy says nothing about whether an under-trained early snapshot helps; its probabilities do."""
+    best = max(val_acc.values())
+    tied = [m for m, acc in val_acc.items() if acc == best]
+    nll = val_nll or {}
+    return min(tied, key=lambda m: (nll.get(m, 0.0), -m))
+
+
 def _snapshot_metrics(callback: SnapshotCollector, module: Any, splits: dict[str, InMemoryLoader], n: int) -> Scores:
     scores: Scores = ({}, {})
     paths = callback.paths()
     if not paths:
         return scores
-    members = callback.members or len(paths)
     model = copy.deepcopy(module.model).to(module.mean.device)
     probs: dict[str, list[torch.Tensor]] = {stage: [] for stage in splits}
     targets: dict[str, torch.Tensor] = {}
     metrics = scores[0]
     for k, path in enumerate(paths, start=1):
-        state = torch.load(path, map_location=module.mean.device, weights_only=True)
+        state = load_verified(path, map_location=module.mean.device)  # zip CRCs checked: a damaged file is one line
         model.load_state_dict({key[len("model.") :]: v for key, v in state.items() if key.startswith("model.")})
         for stage, loader in splits.items():
             p, targets[stage] = _probabilities(model, module, loader)
             probs[stage].append(p)
             metrics[f"{stage}/acc_snapshot{k}"] = classification_metrics(p, targets[stage], n)["acc"]
     for stage in splits:
-        ensemble = average_probabilities(probs[stage][-members:], space="prob")
-        _named(classification_metrics(ensemble, targets[stage], n), stage, "snapshot_ens", scores)
         for m in range(1, len(paths) + 1):  # the ensemble-size curve: the last m snapshots, m = 1..M
             last_m = average_probabilities(probs[stage][-m:], space="prob")
-            metrics[f"{stage}/acc_snapshot_ens{m}"] = classification_metrics(last_m, targets[stage], n)["acc"]
+            scored = classification_metrics(last_m, targets[stage], n)
+            metrics[f"{stage}/acc_snapshot_ens{m}"] = scored["acc"]
+            if stage == "val":  # the tie-break of members=auto
+                metrics[f"val/nll_snapshot_ens{m}"] = scored["nll"]
+    members = callback.members or len(paths)
+    if members == AUTO:  # chosen on validation only (ablate.validate refuses auto without a validation split)
+        if "val" not in splits:
+            raise ConfigError("ensemble.members=auto chooses on validation; set data.val_size > 0 or ensemble.members")
+        sizes = range(1, len(paths) + 1)
+        members = choose_members(
+            {m: metrics[f"val/acc_snapshot_ens{m}"] for m in sizes},
+            {m: metrics[f"val/nll_snapshot_ens{m}"] for m in sizes},
+        )
+    members = callback.chosen_members = min(int(members), len(paths))
+    for stage in splits:
+        ensemble = average_probabilities(probs[stage][-members:], space="prob")
+        _named(classification_metrics(ensemble, targets[stage], n), stage, "snapshot_ens", scores)
     return scores
 
 
@@ -209,13 +278,21 @@ def ensemble_summary(callbacks: Sequence[L.Callback]) -> dict[str, Any]:
     for callback in callbacks:
         if isinstance(callback, SnapshotCollector):
             paths = callback.paths()
-            summary.update(
-                snapshot_steps=sorted(callback.taken),
-                snapshots=paths,
-                members=min(callback.members or len(paths), len(paths)),
-            )
+            summary.update(snapshot_steps=sorted(callback.taken), snapshots=paths)
+            configured = callback.members if isinstance(callback.members, int) else len(paths)
+            members = callback.chosen_members or min(len(paths), configured)
+            summary.update(members=members, members_rule=callback.members or "all")
+            if callback.members == AUTO:
+                summary["members_chosen_on"] = (
+                    "val/acc_snapshot_ens<m>, ties -> lower val/nll_snapshot_ens<m>, then larger m"
+                )
         elif isinstance(callback, SWA):
             summary.update(swa_start_epoch=callback.start_epoch, swa_epochs_averaged=callback.n_averaged)
         elif isinstance(callback, EMA):
-            summary.update(ema_decay=callback.decay, ema_updates=int(callback._average_model.n_averaged) - 1)
+            summary.update(
+                ema_decay=callback.decay,
+                ema_warmup=callback.warmup,
+                ema_updates=callback.updates,
+                initial_weight_share=callback.initial_weight_share(),
+            )
     return summary

@@ -12,23 +12,62 @@ What differs from Lightning's callbacks, on purpose:
   (``val/acc_ema``, ``test/acc_ema``, ...). Its weights travel in the callback's checkpoint state (tensors only, so
   checkpoints still load with ``torch.load(weights_only=True)``), which also makes resume continue the average.
 * Only the classifier (``pl_module.model``) is averaged, not the LightningModule's bookkeeping buffers.
-* EMA starts from the initial weights w0: after one optimizer step the average is d * w0 + (1 - d) * w1. (torch's
-  ``AveragedModel`` copies the model at its first update, which would make it w1.)
+* EMA starts from the initial weights w0 and warms up: update t (0-based) uses the decay min(decay, (1 + t) / (10 + t))
+  (``warmup_decay``), so w0's share of the average, the product of the decays, falls below 1% within a few updates
+  instead of lingering as decay**t (94% after 63 updates at 0.999). ``warmup=False`` gives the plain rule
+  EMA_1 = d * w0 + (1 - d) * w1. (torch's ``AveragedModel`` copies the model at its first update, which would make
+  it w1.)
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
-from torch import nn
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ablate.metrics import ClassificationStats
+
+
+def warmup_decay(decay: float, update: int, warmup: bool = True) -> float:
+    """The decay of EMA update ``update`` (0-based): ``decay``, or with warm-up min(decay, (1 + t) / (10 + t)), the
+    ``num_updates`` rule of tf.train.ExponentialMovingAverage (timm's ModelEmaV3 warms up likewise, in a power
+    form). The average then spans about the last (t + 10) / 9 updates until it reaches ``decay``'s span."""
+    return min(decay, (1 + update) / (10 + update)) if warmup else decay
+
+
+def initial_weight_share(decay: float, updates: int, warmup: bool = True) -> float:
+    """w0's weight in the average after ``updates`` updates: the product of their decays (EMA_0 = w0)."""
+    if not warmup or decay <= 0:
+        return decay**updates
+    # Past update t_cap the warm-up decay has reached ``decay``: the rest is one power (no loop over long runs).
+    t_cap = updates if decay >= 1 else min(updates, max(math.ceil((10 * decay - 1) / (1 - decay)), 0))
+    share = math.prod(warmup_decay(decay, t) for t in range(t_cap))
+    return share * decay ** (updates - t_cap)
+
+
+def planned_updates(total_steps: int, start_step: int = 0, every_n_steps: int = 1) -> int:
+    """EMA updates in a run of ``total_steps`` optimizer steps: the step indices 0..T-1 for which Lightning's
+    ``EMAWeightAveraging.should_update`` holds (>= start_step and a multiple of every_n_steps)."""
+    every = max(every_n_steps, 1)
+    return len(range(math.ceil(start_step / every) * every, total_steps, every))
+
+
+def warmup_ema_multi_avg_fn(decay: float, warmup: bool = True) -> Any:
+    """torch's ``get_ema_multi_avg_fn`` (a foreach lerp) with the decay of the current update, read from
+    ``AveragedModel``'s ``num_averaged`` (saved with the average, so a resumed run continues the warm-up)."""
+    if not warmup:
+        return get_ema_multi_avg_fn(decay)
+
+    def update(ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor) -> None:
+        # num_averaged counts the copy of w0 made at train start: the first real update sees 1, i.e. t = 0.
+        get_ema_multi_avg_fn(warmup_decay(decay, int(num_averaged) - 1))(ema_params, params, num_averaged)
+
+    return update
 
 
 def eval_logits(model: nn.Module, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
@@ -154,42 +193,34 @@ class EMA(_RawWeightsAveraging, EMAWeightAveraging):
     """Exponential moving average of the weights, updated after every optimizer step (Polyak averaging).
 
     ``use_buffers=True`` (the default): BN running statistics are averaged like the weights, so the EMA model is
-    usable as is. EMA_t = decay * EMA_{t-1} + (1 - decay) * w_t, with EMA_0 = w0 (the initial weights).
+    usable as is. EMA_t = d_t * EMA_{t-1} + (1 - d_t) * w_t, with EMA_0 = w0 (the initial weights) and
+    d_t = ``warmup_decay(decay, t, warmup)``.
     """
 
     variant = "ema"
     log_per_epoch = True
 
-    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+    def __init__(self, decay: float = 0.999, warmup: bool = True, **kwargs: Any) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"decay must be in [0, 1], got {decay}")
         super().__init__(decay=decay, **kwargs)
         # EMAWeightAveraging passes the per-tensor avg_fn; the foreach version is the same rule, fewer kernel calls.
         self._kwargs.pop("avg_fn", None)
-        self._kwargs["multi_avg_fn"] = get_ema_multi_avg_fn(decay)
-        self.decay = decay
+        self._kwargs["multi_avg_fn"] = warmup_ema_multi_avg_fn(decay, warmup)
+        self.decay, self.warmup = decay, warmup
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         if int(self._average_model.n_averaged) == 0:  # fresh run: the average starts at w0
             self._average_model.update_parameters(pl_module.model)
-            self._warn_if_short(trainer.estimated_stepping_batches)
 
-    def _warn_if_short(self, steps: float) -> None:
-        """EMA_0 = w0 keeps weight decay**updates in the final average: with decay 0.999 and 790 updates that is 45%,
-        and the "average" is then a shrunken mix of the initial and the trained weights (much worse NLL/ECE)."""
-        if not math.isfinite(steps):
-            return
-        start, every = self.update_starting_at_step or 0, max(self.update_every_n_steps, 1)
-        updates = len(range(math.ceil(start / every) * every, int(steps), every))
-        share = self.decay**updates
-        if share > 0.05:
-            span = f"spans ~{1 / (1 - self.decay):.0f} updates" if self.decay < 1 else "never moves"
-            warnings.warn(
-                f"ensemble=ema: decay={self.decay} {span}, but this run makes {updates}; {share:.0%} of the final "
-                "average is still the initial weights (EMA_0 = w0). Lower ensemble.decay or train longer",
-                stacklevel=2,
-            )
+    @property
+    def updates(self) -> int:
+        """Updates made so far (the copy of w0 at train start is not one)."""
+        return max(int(self._average_model.n_averaged) - 1, 0) if self._average_model is not None else 0
+
+    def initial_weight_share(self) -> float:
+        return initial_weight_share(self.decay, self.updates, self.warmup)
 
 
 class SWA(_RawWeightsAveraging):

@@ -7,19 +7,31 @@ Reads only ``results.json`` files (no torch), so selection is cheap and testable
 - A run that did not complete (``running``, ``failed``, ``diverged``) is refused when named explicitly
   (``run=``/``runs=``) and skipped with a warning when it is part of a ``sweep=``, where failures are expected.
 - Members must be trained on the same data set with the same classes and test split.
+- A member is labelled by its overrides (``reg=none seed=2``, spelled as typed on the sweep's command line); its
+  *setting* is that label without the keys that members of one setting vary (``SETTING_VARIES``: seed,
+  data.bootstrap_seed, data.fold). ``'setting="reg=none"'`` (quoted for Hydra) keeps the runs of one setting;
+  without it, members from several settings are ensembled with a warning.
+- Ranking ties (common with accuracies on small validation sets) are broken by the lower ``val/loss``, then by the
+  run folder in natural order (job 2 before job 10): the same sweep always gives the same members.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ablate import metric_registry
 from ablate.errors import ConfigError
+from ablate.report.runs import Run, load_runs, normalize
+from ablate.validate import EVALUATE_RULES, check_value
 
-LOWER_IS_BETTER = ("loss", "nll", "ece")  # metric names whose "best" is the minimum (metric_mode=auto)
+SETTING_VARIES = ("seed", "bootstrap_seed", "fold")  # what the members of one setting differ in
+TIE_BREAK = "val/loss"  # lower wins among runs tied on the selection metric; then the run folder, natural order
 
 
 @dataclass
@@ -30,10 +42,38 @@ class Candidate:
     results: dict[str, Any]
     value: float | None = None  # its selection metric, once ranked
     notes: list[str] = field(default_factory=list)
+    typed: dict[str, str] = field(default_factory=dict)  # normalised override -> as typed (the sweep's multirun.yaml)
+    shared: frozenset[str] = frozenset()  # overrides every candidate has (left out of labels, as the table does)
 
     @property
     def status(self) -> str:
         return str(self.results.get("status", "unknown"))
+
+    def tokens(self, without: tuple[str, ...] = (), shared: bool = True) -> dict[str, str]:
+        """normalised override -> display spelling, for the overrides that define the run (the table's rule);
+        without ``shared``, those all candidates have are left out."""
+        overrides = [str(o) for o in self.results.get("overrides") or []]
+        run = Run(self.run_dir / "results.json", self.status, overrides, {}, typed=self.typed)
+        tokens = run.setting_tokens(without)
+        return tokens if shared else {k: v for k, v in tokens.items() if k not in self.shared}
+
+    @property
+    def label(self) -> str:
+        """``reg=none seed=2``: what tells this member apart (the folder name when nothing does)."""
+        return " ".join(self.tokens(shared=False).values()) or self.run_dir.name
+
+    @property
+    def setting(self) -> str:
+        """``reg=none``: the label without seed, bootstrap seed and fold."""
+        return " ".join(self.tokens(SETTING_VARIES, shared=False).values()) or "(one setting)"
+
+
+def mark_shared(candidates: list[Candidate]) -> None:
+    """Note the overrides every candidate has (``data=digits`` in a sweep over reg and seed): not part of labels."""
+    sets = [set(c.tokens()) for c in candidates]
+    shared = frozenset(set.intersection(*sets)) if len(sets) > 1 else frozenset()
+    for c in candidates:
+        c.shared = shared
 
 
 def warn(message: str) -> None:
@@ -51,6 +91,19 @@ def load_candidate(path: str | Path) -> Candidate:
         raise ConfigError(f"{results} is not valid JSON ({err}); was the run killed while writing it?") from err
 
 
+def _sweep_candidates(sweep: str) -> list[Candidate]:
+    """Every run under a sweep folder, loaded like the table loads it (status, typed spellings); none is an error."""
+    root = Path(sweep).expanduser().resolve()
+    loaded = [r for r in load_runs(root) if r.data.get("kind") != "evaluation"]  # not an earlier evaluate.py output
+    if not loaded:
+        raise ConfigError(f"no runs found at {sweep}: it holds only evaluate.py outputs; pass a multirun folder")
+    found = []
+    for r in loaded:
+        results = {**r.data, "status": r.status}  # a run whose process is gone is no longer "running"
+        found.append(Candidate(r.run_dir.resolve(), results, typed=r.typed))
+    return found
+
+
 def collect(run: str | None, runs: list[str] | None, sweep: str | None) -> tuple[list[Candidate], list[dict]]:
     """The candidate runs and the sweep runs skipped because they did not complete."""
     given = [name for name, value in (("run", run), ("runs", runs), ("sweep", sweep)) if value]
@@ -59,19 +112,17 @@ def collect(run: str | None, runs: list[str] | None, sweep: str | None) -> tuple
             f"give exactly one of run=<run dir>, runs='[dir1,dir2]' or sweep=<multirun dir> (got {given or 'none'})"
         )
     if sweep:
-        root = Path(sweep).expanduser().resolve()
-        if not root.is_dir():
-            raise ConfigError(f"sweep={sweep} is not a directory; give a multirun folder (logs/multiruns/<time>)")
-        found = [load_candidate(p.parent) for p in sorted(root.rglob("results.json"))]
-        found = [c for c in found if c.results.get("kind") != "evaluation"]  # an earlier evaluate.py output
+        found = _sweep_candidates(sweep)
         done = [c for c in found if c.status == "completed"]
         skipped = [{"run_dir": str(c.run_dir), "status": c.status} for c in found if c.status != "completed"]
         for s in skipped:
             warn(f"skipping {s['run_dir']} (status: {s['status']}); only completed runs are ensembled")
         if not done:
             raise ConfigError(f"sweep={sweep} holds no completed run ({len(found)} results.json found)")
+        mark_shared(done)
         return done, skipped
     candidates = [load_candidate(p) for p in ([run] if run else list(runs or []))]
+    mark_shared(candidates)
     for c in candidates:
         if c.status != "completed":
             raise ConfigError(
@@ -90,23 +141,66 @@ def check_selection_metric(metric: str) -> None:
 
 
 def lower_is_better(metric: str, mode: str = "auto") -> bool:
+    """metric_mode=min|max as given; auto: the metric registry's direction (an unknown metric is a ConfigError)."""
     if mode not in ("auto", "max", "min"):
         raise ConfigError(f"metric_mode must be auto, max or min, got {mode}")
     if mode != "auto":
         return mode == "min"
-    return metric.split("/", 1)[-1].startswith(LOWER_IS_BETTER)
+    try:
+        return metric_registry.lower_is_better(metric)
+    except ConfigError as err:
+        raise ConfigError(f"metric={metric}: {err}; or give its direction with metric_mode=max|min") from None
+
+
+def within_setting(candidates: list[Candidate], setting: str) -> list[Candidate]:
+    """The runs of one setting: ``setting='reg=none'`` (overrides as on the command line, space-separated; values
+    compared as Hydra reads them, so ``optimizer.lr=1e-3`` matches ``0.001``). Runs matching every given override are
+    kept; when they span several settings, the one named in full is taken, else the choice is refused."""
+    wanted = {normalize(t) for t in str(setting).split()}
+    matched = [c for c in candidates if wanted <= set(c.tokens())]
+    settings = sorted({c.setting for c in matched})
+    if not matched:
+        available = "; ".join(sorted({c.setting for c in candidates}))
+        raise ConfigError(f"setting='{setting}' matches no completed run; settings there: {available}")
+    if len(settings) > 1:
+        exact = [c for c in matched if set(c.tokens(SETTING_VARIES, shared=False)) == wanted - matched[0].shared]
+        if not exact:
+            raise ConfigError(
+                f"setting='{setting}' matches {len(settings)} settings ({'; '.join(settings)}); name one in full, "
+                f"e.g. 'setting=\"{settings[0]}\"'"
+            )
+        matched = exact
+    return matched
+
+
+def settings_of(members: list[Candidate]) -> dict[str, int]:
+    """setting -> number of members, in member order."""
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[m.setting] = counts.get(m.setting, 0) + 1
+    return counts
+
+
+def _natural(path: Path) -> tuple:
+    """Sort key of a run folder with numbers compared as numbers (a sweep's job 2 before job 10)."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path)) if t)
+
+
+def _tie_break(candidate: Candidate) -> tuple:
+    loss = candidate.results.get("metrics", {}).get(TIE_BREAK)
+    return (math.inf if loss is None else float(loss), _natural(candidate.run_dir))
 
 
 def rank(
     candidates: list[Candidate], metric: str, top_k: int | None, mode: str = "auto", required: bool = True
 ) -> list[Candidate]:
-    """Candidates ordered best first by ``metric`` (ties keep their order), the first ``top_k`` of them kept.
+    """Candidates ordered best first by ``metric``, ties broken by the lower ``val/loss`` and then by the run
+    folder in natural order; the first ``top_k`` of them kept.
 
     Without ``required`` (an explicit ``runs=`` list and no ``top_k``), runs lacking the metric keep the given order.
     """
     check_selection_metric(metric)
-    if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
-        raise ConfigError(f"top_k must be a positive integer (or null for all runs), got {top_k}")
+    top_k = check_value("top_k", top_k, EVALUATE_RULES["top_k"])  # the rule book's rule: an integer >= 1 or null
     for c in candidates:
         value = c.results.get("metrics", {}).get(metric)
         c.value = None if value is None else float(value)
@@ -120,10 +214,16 @@ def rank(
         warn(f"{metric} is missing in {', '.join(missing)}; members are added in the order given")
         return candidates
     sign = 1.0 if lower_is_better(metric, mode) else -1.0
-    ordered = sorted(candidates, key=lambda c: sign * c.value)  # type: ignore[operator]
-    if top_k is not None and int(top_k) > len(ordered):
+    ordered = sorted(candidates, key=lambda c: (sign * c.value, *_tie_break(c)))  # type: ignore[operator]
+    if top_k is not None and top_k > len(ordered):
         warn(f"top_k={top_k} but only {len(ordered)} completed runs; the ensemble has {len(ordered)} members")
-    return ordered[: int(top_k)] if top_k is not None else ordered
+    if top_k is not None and top_k < len(ordered) and ordered[top_k - 1].value == ordered[top_k].value:
+        tied = sum(c.value == ordered[top_k].value for c in ordered)
+        warn(
+            f"top_k={top_k} cuts through {tied} runs tied at {metric}={ordered[top_k].value:.4g}; kept the ones with "
+            f"the lower {TIE_BREAK}, then the first run folders"
+        )
+    return ordered[:top_k] if top_k is not None else ordered
 
 
 def data_signature(results: dict[str, Any]) -> tuple:

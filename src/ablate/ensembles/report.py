@@ -34,12 +34,15 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     ]
     for i, m in enumerate(members, 1):
         cells = [_fmt(m["selection"].get(metric)), *(_fmt(m["metrics"].get(c)) for c in columns)]
-        lines.append(f"| {i} | {_label(m['run_dir'], run_dirs)} | {m['weights']} | " + " | ".join(cells) + " |")
+        run = _label(m["run_dir"], run_dirs)
+        run = f"{m['label']} ({run})" if m.get("label") and m["label"] != run else run  # its overrides, and folder
+        lines.append(f"| {i} | {run} | {m['weights']} | " + " | ".join(cells) + " |")
     lines.append("| **ensemble** | | | | " + " | ".join(f"**{_fmt(metrics[c])}**" for c in columns) + " |")
     lines += ["", "Ensemble of the first k members:", "", "| k | " + " | ".join(columns) + " |"]
     lines.append("|---" * (1 + len(columns)) + "|")
     for point in results["ensemble_size_curve"]:
         lines.append(f"| {point['members']} | " + " | ".join(_fmt(point.get(c)) for c in columns) + " |")
+    lines += [f"\nWarning: {w}" for w in results.get("warnings", [])]
     if selection["skipped"]:
         skipped = ", ".join(f"{s['run_dir']} ({s['status']})" for s in selection["skipped"])
         lines += ["", f"Skipped (not completed): {skipped}"]

@@ -1,9 +1,10 @@
 """Snapshot ensembles (Huang et al. 2017): keep the weights at the end of each cosine cycle of one run.
 
 The paper's schedule is alpha(t) = alpha0 / 2 * (cos(pi * mod(t - 1, ceil(T / M)) / ceil(T / M)) + 1) over
-iterations t = 1..T with M cycles (``ablate.optim.schedulers.snapshot``); cycle k ends at iteration k * ceil(T / M),
-the iteration trained with the cycle's smallest LR, and that is where a snapshot is taken. The NoCycle baseline
-(``ensemble=nocycle``) takes snapshots at the same iterations of a standard schedule.
+iterations t = 1..T with M cycles (``ablate.optim.schedulers.snapshot``). When M does not divide T the remainder is
+spread over the first cycles (T = 126, M = 5: 26, 25, 25, 25, 25; ``schedulers.cycle_lengths``), so that every cycle
+ends annealed. A snapshot is taken after the last iteration of each cycle, the one trained with the cycle's smallest
+LR. The NoCycle baseline (``ensemble=nocycle``) takes snapshots at the same iterations of a standard schedule.
 
 Lightning has no snapshot callback; this one only saves state dicts at those steps (no per-step work beyond one
 integer comparison).
@@ -11,23 +12,19 @@ integer comparison).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from ablate.optim.schedulers import cycle_ends
+
 
 def snapshot_steps(total_steps: int, cycles: int) -> list[int]:
-    """The optimizer steps (1-based iterations) after which snapshots are taken: k * ceil(T / M), k = 1..M.
-
-    When M does not divide T the last cycle is cut short by the end of the run; its snapshot is the final weights.
-    """
-    if cycles < 1 or total_steps < 1:
-        raise ValueError(f"need cycles >= 1 and total_steps >= 1, got {cycles}, {total_steps}")
-    length = math.ceil(total_steps / cycles)
-    return sorted({min(k * length, total_steps) for k in range(1, cycles + 1)})
+    """The optimizer steps (1-based iterations) after which snapshots are taken: the ends of the M cycles, always M
+    of them, the last one at T (a run too short for M cycles is a ConfigError naming ensemble.cycles)."""
+    return cycle_ends(total_steps, cycles, key="ensemble.cycles")
 
 
 class SnapshotCollector(L.Callback):
@@ -38,8 +35,10 @@ class SnapshotCollector(L.Callback):
     are the callback's checkpoint state, so a resumed run continues the list.
     """
 
-    def __init__(self, dirpath: str | Path, cycles: int, members: int | None = None) -> None:
+    def __init__(self, dirpath: str | Path, cycles: int, members: int | str | None = None) -> None:
+        # members: the last m snapshots are ensembled; None = all M; "auto" = m chosen on validation at scoring time
         self.dirpath, self.cycles, self.members = Path(dirpath), int(cycles), members
+        self.chosen_members: int | None = None  # the m actually ensembled, set when the snapshots are scored
         self.steps: list[int] = []  # set at fit start from the run length (optimizer steps)
         self.taken: dict[int, str] = {}  # optimizer step -> snapshot file
 

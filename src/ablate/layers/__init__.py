@@ -7,6 +7,7 @@ from ablate.layers.fractional_pool import (
     fmp_output_size,
     fmp_pool2d,
     fmp_regions,
+    fmp_span,
     fmp_test_time_average,
 )
 from ablate.layers.noise import (
@@ -31,6 +32,7 @@ __all__ = [
     "fmp_output_size",
     "fmp_pool2d",
     "fmp_regions",
+    "fmp_span",
     "fmp_test_time_average",
     "gradient_noise_std",
     "weight_noise",

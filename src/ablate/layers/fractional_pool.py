@@ -12,9 +12,18 @@ are ``floor(alpha)`` or ``floor(alpha) + 1`` (1 or 2 in the paper's range):
 * pseudorandom: ``a_i = ceil(alpha (i + u)) - ceil(alpha u)`` with ``u ~ U(0, 1)``, i.e. increments
   ``ceil(alpha (i + u)) - ceil(alpha (i - 1 + u))`` (the paper's formula, shifted to start at 0).
 
-Pooling regions (0-based, inclusive) are ``P_i = [a_{i-1}, a_i - 1]`` (disjoint: they partition the input) or
-``P_i = [a_{i-1}, a_i]`` (overlapping: neighbours share one row; the last region is clipped to the input).
-Rows and columns get independent sequences and the 2-D regions are their products.
+Pooling regions (0-based, inclusive) are ``P_i = [a_{i-1}, a_i - 1]`` (disjoint: the sequence ends at ``n_in`` and
+the regions partition the input) or ``P_i = [a_{i-1}, a_i]`` (overlapping: neighbours share one row). In the paper's
+1-based notation an overlapping sequence runs from 1 to ``N_in``, so its last region ends on the last row: here the
+overlapping sequence ends at ``n_in - 1`` (alpha = (n_in - 1) / n_out), every region keeps its full size 2 or 3 and
+none is clipped. Graham's own code (SparseConvNet, ``*OverlappingFmpTicks``) likewise makes the last region end
+exactly at the input's edge. Rows and columns get independent sequences and the 2-D regions are their products.
+
+Output size: ``N_out = round(N_in / alpha)``, at most ``N_in - 1`` (overlapping). This is the rounding of Graham's
+networks, whose sizes his code computes from the output backwards as ``N_in = round(N_out * alpha)``
+(``calculateInputSpatialSize``: ``outputSpatialSize * fmpShrink + 0.5``); rounding forwards reproduces both of the
+paper's networks exactly (MNIST 36x36 with alpha = sqrt(2): 6 FMP layers; CIFAR-100 94x94 with alpha = 2^(1/3): 12),
+where flooring loses a layer.
 """
 
 from __future__ import annotations
@@ -31,17 +40,26 @@ __all__ = [
     "fmp_output_size",
     "fmp_pool2d",
     "fmp_regions",
+    "fmp_span",
     "fmp_test_time_average",
 ]
 
 Mode = Literal["random", "pseudorandom"]
 
 
-def fmp_output_size(n_in: int, ratio: float) -> int:
-    """Default output size ``max(1, floor(n_in / ratio))`` (a tiny tolerance absorbs float error)."""
+def fmp_output_size(n_in: int, ratio: float, overlapping: bool = False) -> int:
+    """Default output size ``round(n_in / ratio)`` (Graham's rounding, see the module docstring), at least 1 and, for
+    overlapping regions (which need a step of at least one row each), at most ``n_in - 1``."""
     if ratio < 1:
         raise ValueError(f"fractional pooling ratio must be >= 1, got {ratio}")
-    return max(1, math.floor(n_in / ratio + 1e-9))
+    n_out = max(1, math.floor(n_in / ratio + 0.5))  # round half up, as Graham's int(x + 0.5)
+    return max(1, min(n_out, n_in - 1)) if overlapping else n_out
+
+
+def fmp_span(n_in: int, overlapping: bool) -> int:
+    """Where the boundary sequence ends: ``n_in`` for disjoint regions, ``n_in - 1`` for overlapping ones (so the
+    last overlapping region ``[a_{n_out - 1}, a_{n_out}]`` ends on the last row instead of being clipped)."""
+    return max(n_in - 1, 0) if overlapping else n_in
 
 
 def fmp_boundaries(
@@ -76,11 +94,18 @@ def fmp_boundaries(
 
 
 def fmp_regions(boundaries: Tensor, overlapping: bool) -> tuple[Tensor, Tensor]:
-    """Inclusive ``(starts, ends)`` of the pooling regions defined by a boundary sequence."""
-    n_in = int(boundaries[-1])
+    """Inclusive ``(starts, ends)`` of the pooling regions defined by a boundary sequence (which ends at
+    :func:`fmp_span`)."""
     starts = boundaries[:-1]
-    ends = boundaries[1:].clamp(max=n_in - 1) if overlapping else boundaries[1:] - 1
+    ends = boundaries[1:] if overlapping else boundaries[1:] - 1
     return starts, ends
+
+
+def _sample_boundaries(n_in: int, n_out: int, overlapping: bool, mode: Mode, gen: torch.Generator | None) -> Tensor:
+    span = fmp_span(n_in, overlapping)
+    if span == 0:  # a single row pooled with overlap: the one region [0, 0]
+        return torch.zeros(2, dtype=torch.long)
+    return fmp_boundaries(span, n_out, mode, gen)
 
 
 def _pool_dim(x: Tensor, dim: int, boundaries: Tensor, overlapping: bool) -> Tensor:
@@ -101,9 +126,10 @@ def fmp_pool2d(x: Tensor, row_boundaries: Tensor, col_boundaries: Tensor, overla
     Separable: the max over a rectangle is the max over its columns of the max over its rows, so this is two
     vectorised gathers (no loop over batch, channels or regions).
     """
-    if row_boundaries[-1] != x.shape[-2] or col_boundaries[-1] != x.shape[-1]:
+    want = (fmp_span(x.shape[-2], overlapping), fmp_span(x.shape[-1], overlapping))
+    if (int(row_boundaries[-1]), int(col_boundaries[-1])) != want:
         ends = f"{int(row_boundaries[-1])}x{int(col_boundaries[-1])}"
-        raise ValueError(f"boundaries end at {ends} but the input is {x.shape[-2]}x{x.shape[-1]}")
+        raise ValueError(f"boundaries end at {ends}, but {x.shape[-2]}x{x.shape[-1]} inputs need {want[0]}x{want[1]}")
     return _pool_dim(_pool_dim(x, -2, row_boundaries, overlapping), -1, col_boundaries, overlapping)
 
 
@@ -116,7 +142,7 @@ class FractionalMaxPool2d(nn.Module):
 
     Args:
         ratio: reduction factor ``alpha`` per dim (default ``sqrt(2)``, the paper's choice); the output size
-            is ``max(1, floor(n_in / ratio))``. Mutually exclusive with ``output_size``.
+            is :func:`fmp_output_size` (``round(n_in / ratio)``). Mutually exclusive with ``output_size``.
         output_size: fixed ``(H_out, W_out)`` instead of a ratio.
         mode: ``"random"`` or ``"pseudorandom"`` increments.
         overlapping: overlapping regions ``[a_{i-1}, a_i]`` instead of disjoint ``[a_{i-1}, a_i - 1]``.
@@ -156,7 +182,8 @@ class FractionalMaxPool2d(nn.Module):
         if self.output_size is not None:
             return self.output_size  # type: ignore[return-value]
         assert self.ratio is not None
-        return fmp_output_size(h, self.ratio[0]), fmp_output_size(w, self.ratio[1])
+        ov = self.overlapping
+        return fmp_output_size(h, self.ratio[0], ov), fmp_output_size(w, self.ratio[1], ov)
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -164,8 +191,8 @@ class FractionalMaxPool2d(nn.Module):
         gen = None
         if not self.training and self.eval_fixed_seed is not None:
             gen = torch.Generator().manual_seed(self.eval_fixed_seed)
-        rows = fmp_boundaries(h, h_out, self.mode, gen)
-        cols = fmp_boundaries(w, w_out, self.mode, gen)
+        rows = _sample_boundaries(h, h_out, self.overlapping, self.mode, gen)
+        cols = _sample_boundaries(w, w_out, self.overlapping, self.mode, gen)
         self.last_boundaries = (rows, cols)
         return fmp_pool2d(x, rows, cols, self.overlapping)
 

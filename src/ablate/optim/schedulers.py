@@ -8,7 +8,9 @@ schedules never hard-code it. The factories below only translate run length into
 
 from __future__ import annotations
 
+import bisect
 import inspect
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,11 +18,11 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
     CosineAnnealingLR,
-    CosineAnnealingWarmRestarts,
     LambdaLR,
     LinearLR,
     LRScheduler,
     MultiStepLR,
+    OneCycleLR,
     SequentialLR,
 )
 
@@ -43,15 +45,103 @@ def multistep_fraction(
     return MultiStepLR(optimizer, milestones=[round(f * total_steps) for f in values], gamma=gamma)
 
 
+def cycle_lengths(total_steps: int, cycles: int, key: str = "scheduler.fn.cycles") -> list[int]:
+    """Lengths of the M cycles of a T-step run: T // M each, the remainder spread one step apiece over the first
+    cycles (T = 126, M = 5 -> 26, 25, 25, 25, 25), so that every cycle, the last one included, runs its whole cosine
+    and ends annealed. When M divides T this is the paper's ceil(T / M); its ceil form otherwise cuts the last cycle
+    short (26, 26, 26, 26, 22: the final snapshot at lr 1.7e-4 of 3e-3).
+
+    Every cycle needs a step: a run shorter than M steps is refused with the nearest valid lengths. (A 1-step cycle
+    trains at alpha0 only, so its snapshot is not annealed: ``ablate.ensembles.check_run_length`` warns.)
+    """
+    if cycles < 1:
+        raise ConfigError(f"{key} must be an integer >= 1, got {cycles}")
+    if total_steps < cycles:
+        fewer = f"{key}<={total_steps}" if total_steps >= 1 else "a longer run"
+        raise ConfigError(
+            f"{key}={cycles} needs >= 1 optimizer step per cycle, but the run has {total_steps}; use {fewer}, or "
+            f"raise trainer.max_epochs to fit {2 * cycles}+ steps (or lower trainer.accumulate_grad_batches / "
+            "data.batch_size)"
+        )
+    base, extra = divmod(total_steps, cycles)
+    return [base + 1 if k < extra else base for k in range(cycles)]
+
+
+def cycle_ends(total_steps: int, cycles: int, key: str = "scheduler.fn.cycles") -> list[int]:
+    """The 1-based iterations that end a cycle (the cumulative cycle lengths): where snapshots are taken."""
+    return list(itertools.accumulate(cycle_lengths(total_steps, cycles, key)))
+
+
 def snapshot(optimizer: Optimizer, total_steps: int, cycles: int = 5) -> LRScheduler:
     """Snapshot-ensemble schedule (Huang et al. 2017): cosine restarted ``cycles`` times, stepped per iteration.
 
-    alpha(t) = alpha0 / 2 * (cos(pi * mod(t - 1, ceil(T / M)) / ceil(T / M)) + 1), which is exactly
-    CosineAnnealingWarmRestarts with T_0 = ceil(T / M) and eta_min = 0.
+    Within cycle k of length L_k (``cycle_lengths``): alpha = alpha0 / 2 * (cos(pi * i / L_k) + 1), i = 0..L_k - 1,
+    which is the paper's alpha(t) = alpha0 / 2 * (cos(pi * mod(t - 1, ceil(T / M)) / ceil(T / M)) + 1) whenever M
+    divides T (bit for bit: the same expression as torch's CosineAnnealingWarmRestarts with T_0 = T / M). torch's
+    restarts take one fixed period, so cycles of unequal length need this LambdaLR (hand-written for that reason).
     """
-    if cycles < 1:
-        raise ConfigError(f"scheduler.fn.cycles must be >= 1, got {cycles}")
-    return CosineAnnealingWarmRestarts(optimizer, T_0=max(math.ceil(total_steps / cycles), 1), eta_min=0.0)
+    lengths = cycle_lengths(total_steps, cycles)
+    starts = [end - length for end, length in zip(itertools.accumulate(lengths), lengths, strict=True)]
+
+    def factor(step: int) -> float:  # step: 0-based iteration (t - 1)
+        k = bisect.bisect_right(starts, step) - 1
+        i = min(step - starts[k], lengths[k])  # past the run's end: stay at the last cycle's minimum
+        return (1 + math.cos(math.pi * i / lengths[k])) / 2
+
+    return LambdaLR(optimizer, factor)
+
+
+def cyclic_end_warning(total: int, step_size_up: int, step_size_down: int | None, unit: str = "step") -> str | None:
+    """scheduler=cyclic (torch's CyclicLR) has a fixed cycle length, so a run can end anywhere in a cycle: say so,
+    with step sizes that fit whole cycles into the run (None when the run is a whole number of cycles)."""
+    period = step_size_up + (step_size_down or step_size_up)
+    if total % period == 0:
+        return None
+    # The whole-cycle count nearest to the configured period whose cycles have a whole number of steps.
+    cycles = min((n for n in range(1, max(total // 2, 1) + 1) if total % n == 0), key=lambda n: abs(n - total / period))
+    fit = total // cycles
+    up, down = fit // 2 or 1, fit - (fit // 2 or 1)
+    hint = f"scheduler.fn.step_size_up={up}" + (f" +scheduler.fn.step_size_down={down}" if down != up else "")
+    return (
+        f"scheduler=cyclic stops mid-cycle: the run has {total} {unit}s = {total / period:.3g} cycles of {period} "
+        f"(scheduler.fn.step_size_up={step_size_up}), so its last LR lies between base_lr and max_lr; for "
+        f"{cycles} whole cycle{'s' if cycles > 1 else ''} set {hint}"
+    )
+
+
+def has_momentum(optimizer: Optimizer) -> bool:
+    """Whether the optimizer uses momentum OneCycleLR can cycle: Adam-family ``betas`` (beta1), or SGD/RMSprop with
+    ``momentum`` > 0 in every group (cycling would otherwise switch momentum on in plain SGD)."""
+    groups = optimizer.param_groups
+    return all("betas" in g for g in groups) or all(float(g.get("momentum", 0.0) or 0.0) > 0 for g in groups)
+
+
+def onecycle(
+    optimizer: Optimizer,
+    total_steps: int,
+    max_lr: float | list[float],
+    pct_start: float = 0.25,
+    cycle_momentum: bool = True,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+    **kwargs: Any,
+) -> LRScheduler:
+    """The one-cycle policy (Smith & Topin 2019): LR up to ``max_lr`` and down over the run while the momentum (SGD's
+    momentum, Adam's beta1) cycles inversely, from ``max_momentum`` down to ``base_momentum`` at the LR's peak and
+    back: torch's OneCycleLR with ``cycle_momentum``. Optimizers without momentum (adagrad, adadelta, lbfgs, SGD with
+    momentum 0) keep the LR cycle alone; their momentum is left as configured. ``kwargs``: OneCycleLR's other
+    arguments (div_factor, final_div_factor, anneal_strategy, three_phase)."""
+    cycle = bool(cycle_momentum) and has_momentum(optimizer)
+    return OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=max(total_steps, 1),
+        pct_start=pct_start,
+        cycle_momentum=cycle,
+        base_momentum=base_momentum,
+        max_momentum=max_momentum,
+        **kwargs,
+    )
 
 
 def warmup_cosine(

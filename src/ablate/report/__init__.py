@@ -15,7 +15,7 @@ from ablate.report.plots import plot_bars, plot_curves, read_history
 from ablate.report.reference import load_reference
 from ablate.report.render import render
 from ablate.report.runs import NON_SETTING_KEYS, Run, load_runs
-from ablate.report.stats import Row, available_metrics, compare, join_reference, summarize
+from ablate.report.stats import Row, available_metrics, baseline_first, compare, join_reference, summarize
 
 __all__ = [
     "NON_SETTING_KEYS",
@@ -43,11 +43,13 @@ def build(
     row_metrics: dict[str, str] | None = None,
 ) -> list[Row]:
     """Rows with mean/std/n per metric; with ``baseline``, Welch verdicts on ``baseline_metric`` (default: the
-    first metric; ``row_metrics``: a setting's own metric for that test); with ``reference`` (a reference.yaml path
-    or its loaded dict), the paper's numbers joined."""
+    first metric; ``row_metrics``: a setting's own metric for that test), the baseline row first (in a factorial
+    sweep, each group's baseline before its rows); with ``reference`` (a reference.yaml path or its loaded dict), the
+    paper's numbers joined."""
     rows = summarize(runs, list(metrics), tuple(over))
     if baseline:
         compare(rows, baseline, baseline_metric or metrics[0], alpha, row_metrics)
+        rows = baseline_first(rows)
     if reference is not None:
         ref = reference if isinstance(reference, dict) else load_reference(reference)
         join_reference(rows, ref)

@@ -28,25 +28,55 @@ def _label(metric: str) -> str:
     return f"{metric} (%)" if is_accuracy(metric) else metric
 
 
+SIGNIFICANT = ("better", "worse")
+
+
 def plot_bars(rows: list[Row], metric: str, path: str | Path | None = None) -> Any:
-    """Mean per setting with ±1 std error bars (none for n = 1); settings without a completed run are left out."""
+    """Mean per setting with ±1 std error bars (none for n = 1); settings without a completed run are left out.
+
+    Baseline bars are grey and hatched, labelled "(baseline)", with a dashed line at the baseline's mean. The value
+    axis starts at 0, so bar lengths compare. Only when some row differs significantly from its baseline on this
+    metric (a better/worse verdict) is an accuracy axis zoomed to the range that shows the difference, and the figure
+    then says so: a broken-axis mark and "axis starts at X". A gap that is not significant is never magnified.
+    """
     plt = _pyplot()
     scale = 100.0 if is_accuracy(metric) else 1.0
     shown = [r for r in rows if r.stats[metric].n > 0]
     means = [r.stats[metric].mean * scale for r in shown]
     stds = [0.0 if r.stats[metric].n < 2 else r.stats[metric].std * scale for r in shown]
+    is_base = [r.verdict == "baseline" for r in shown]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(shown) + 1.5), 3.6), layout="constrained")
-    ax.bar(range(len(shown)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
-    ax.set_xticks(range(len(shown)), [f"{r.setting}\n(n={r.stats[metric].n})" for r in shown], rotation=30, ha="right")
+    bars = ax.bar(range(len(shown)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    for bar, base in zip(bars, is_base, strict=True):
+        if base:
+            bar.set_color("tab:gray")
+            bar.set_hatch("//")
+    if sum(is_base) == 1:  # one baseline for all rows: a reference line to read the others against
+        ax.axhline(means[is_base.index(True)], color="tab:gray", linestyle="--", linewidth=1)
+    labels = [f"{r.setting}{' (baseline)' * b}\n(n={r.stats[metric].n})" for r, b in zip(shown, is_base, strict=True)]
+    ax.set_xticks(range(len(shown)), labels, rotation=30, ha="right")
     ax.set_ylabel(_label(metric))
-    if means and is_accuracy(metric):  # accuracies differ in the last points: zoom to the range that shows it
-        lo = min(m - s for m, s in zip(means, stds, strict=True))
-        hi = max(m + s for m, s in zip(means, stds, strict=True))
-        pad = max(hi - lo, 1.0) * 0.3
-        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
-    ax.set_title(f"{metric}: mean ± std")
+    significant = any(r.verdict in SIGNIFICANT and r.compared == metric for r in shown)
+    note = _zoom(ax, means, stds) if means and is_accuracy(metric) and significant else ""
+    ax.set_title(f"{metric}: mean ± std{note}")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def _zoom(ax: Any, means: list[float], stds: list[float]) -> str:
+    """Zoom the (accuracy, %) axis to the bars' range, where accuracies differ, and mark the cut; returns the
+    title's note saying where the axis starts ("" when the range reaches 0 anyway)."""
+    lo = min(m - s for m, s in zip(means, stds, strict=True))
+    hi = max(m + s for m, s in zip(means, stds, strict=True))
+    pad = max(hi - lo, 1.0) * 0.3
+    bottom = max(0.0, lo - pad)
+    ax.set_ylim(bottom, min(100.0, hi + pad))
+    if bottom <= 0.0:
+        return ""
+    # The usual broken-axis mark: two short diagonals across the bottom of the value axis.
+    for dy in (0.0, 0.03):
+        ax.plot((-0.02, 0.02), (dy - 0.015, dy + 0.015), transform=ax.transAxes, color="k", clip_on=False, lw=1)
+    return f"\n(axis starts at {bottom:.4g} %, not 0)"
 
 
 def read_history(run: Run) -> list[dict[str, float]]:

@@ -29,7 +29,9 @@ def load_reference(path: str | Path) -> dict[str, Any]:
     """{"source": str, "metric": str, "rows": {setting: {metric: float}}}; a malformed file is a ConfigError."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:  # a binary file (an image, a checkpoint) passed by mistake
+        raise ConfigError(f"--reference {path} is not a text file; pass a reference.yaml (UTF-8 YAML)") from err
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read --reference {path}: {str(err).splitlines()[0]}; pass a reference.yaml") from err
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), dict | list):

@@ -2,7 +2,8 @@
 
 Units: accuracies (metric names containing ``acc``, and ``gap``) in % in Markdown and LaTeX, every other metric as
 recorded; the column header says which. CSV is for programs: values exactly as in results.json (accuracies as
-fractions), one column per statistic, empty cells where a value does not exist (std of n = 1, no verdict).
+fractions), one column per statistic, empty cells where a value does not exist (std of n = 1, no verdict), and
+settings with their values as recorded (Markdown and LaTeX round long floats to 4 significant digits).
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def render_csv(rows: list[Row], metrics: list[str], baseline_metric: str | None 
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for r in rows:
-        line = [r.setting, r.n, *(r.counts[s] for s in NOT_COMPLETED)]
+        line = [r.exact or r.setting, r.n, *(r.counts[s] for s in NOT_COMPLETED)]
         for m in metrics:
             st = r.stats[m]
             line += [_raw(st.mean), _raw(st.std), st.n]

@@ -15,6 +15,7 @@ Three things decide which row a run lands in:
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -23,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from ablate.errors import ConfigError
 from ablate.results import STALE_AFTER_S, effective_status
 
 # Overrides that change where or how a run is logged, not what it trains. A key matches an entry when it is the entry
@@ -166,15 +168,24 @@ def _multirun_yaml(results: Path, root: Path) -> Path | None:
 
 
 def load_runs(root: str | Path, stale_after: float = STALE_AFTER_S) -> list[Run]:
-    """Every results.json under ``root`` (a run, a sweep, or a folder of sweeps), resumed originals left out."""
+    """Every results.json under ``root`` (a run, a sweep, or a folder of sweeps), resumed originals left out.
+
+    Finding none is an error (a mistyped or relative path resolved elsewhere), never an empty table."""
     root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(
+            f"no runs found at {root}: {'not a folder' if root.exists() else 'no such folder'}; "
+            f"pass a run or multirun folder, e.g. logs/multiruns/<time>"
+        )
     now = time.time()
     spellings: dict[Path, dict[str, str]] = {}
     runs = []
+    unreadable = 0
     for path in sorted(root.rglob("results.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
+            unreadable += 1
             continue  # being written by a run that predates atomic writes, or not ours
         mr = _multirun_yaml(path, root)
         if mr is not None and mr not in spellings:
@@ -190,7 +201,34 @@ def load_runs(root: str | Path, stale_after: float = STALE_AFTER_S) -> list[Run]
                 data=data,
             )
         )
+    if not runs:
+        found = f" ({unreadable} unreadable)" if unreadable else ""
+        raise ConfigError(
+            f"no runs found at {root}: no results.json under it{found}; pass a run or multirun folder, "
+            "e.g. logs/multiruns/<time>"
+        )
     return _drop_superseded(runs)
+
+
+def user_path(path: str | Path, repo_root: str | Path | None = None) -> Path:
+    """A path as the user typed it, for code that runs elsewhere than the user's shell (a notebook's kernel runs in
+    notebooks/). A relative path is looked up, in order, under the directory the command was started from (``$PWD``,
+    which a shell sets and child processes such as Jupyter kernels inherit), the current directory, and the
+    repository root (``$ABLATE_ROOT``, ``repo_root``, the checkout holding this package); the first that exists
+    wins. Nothing found: a ConfigError listing where it looked."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    checkout = Path(__file__).resolve().parents[3]  # src/ablate/report/runs.py -> the repository (editable install)
+    bases = [os.environ.get("PWD"), os.getcwd(), os.environ.get("ABLATE_ROOT"), repo_root, checkout]
+    tried = list(dict.fromkeys(Path(b).resolve() for b in bases if b))
+    for base in tried:
+        if (base / path).exists():
+            return base / path
+    raise ConfigError(
+        f"no runs found at {path}: it is not under {', '.join(map(str, tried))}; "
+        "pass an absolute path, or a path relative to the folder you started from"
+    )
 
 
 def _resumed_from(run: Run) -> Path | None:

@@ -6,15 +6,18 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+from ablate import metric_registry
 from ablate.errors import ConfigError
-from ablate.report.runs import STATUSES, Run, matches_over, normalize, override_key
+from ablate.report.runs import NON_SETTING_KEYS, STATUSES, Run, matches_over, normalize, override_key
 
 DERIVED = ("gap",)  # gap = train/acc - test/acc
-# Metrics where smaller is better; everything else (accuracies) is larger-is-better.
-LOWER_IS_BETTER = ("loss", "nll", "ece", "err", "gap", "time")
 
 
 def is_accuracy(metric: str) -> bool:
@@ -23,7 +26,8 @@ def is_accuracy(metric: str) -> bool:
 
 
 def lower_is_better(metric: str) -> bool:
-    return any(word in metric for word in LOWER_IS_BETTER)
+    """The metric registry's direction (better/worse wording); a metric it does not know is a ConfigError."""
+    return metric_registry.lower_is_better(metric)
 
 
 @dataclass
@@ -56,6 +60,8 @@ class Row:
     p: float = math.nan
     reference: dict[str, float] = field(default_factory=dict)
     shared: frozenset[str] = frozenset()  # overrides every run has, left out of the name
+    exact: str = ""  # the name with every value as recorded (CSV); ``setting`` rounds long floats for reading
+    base: Row | None = field(default=None, repr=False)  # the row this one was tested against (see ``compare``)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -69,6 +75,63 @@ class Row:
 def available_metrics(runs: list[Run]) -> list[str]:
     names = sorted({m for r in runs if r.status == "completed" for m in r.metrics})
     return names + [d for d in DERIVED if "train/acc" in names and "test/acc" in names]
+
+
+def fill_defaults(runs: list[Run]) -> list[Run]:
+    """Name what a run left at its default when other runs set it, so runs of different folders line up by setting.
+
+    A sweep of ``seed=0,1,2`` beside one of ``ensemble=swa seed=0,1,2`` gives rows ``ensemble=none`` and
+    ``ensemble=swa`` instead of ``(defaults)`` and ``ensemble=swa``. A config group's choice comes from the run's
+    ``.hydra/hydra.yaml`` (``hydra.runtime.choices``), a dotted key from the resolved config in results.json; a run
+    without either (hand-written results.json) is left as it is. Changes the runs' ``overrides`` in place."""
+    keys = {override_key(o) for r in runs for o in r.overrides if "=" in o and not o.startswith(("+", "~"))}
+    keys = {k for k in keys if not any(k == p or k.startswith((f"{p}.", f"{p}/")) for p in NON_SETTING_KEYS)}
+    for run in runs:
+        missing = sorted(keys - {override_key(o) for o in run.overrides})
+        for key in missing:
+            value = _group_choice(run, key) if "." not in key else _config_value(run.data.get("config"), key)
+            if value is not _ABSENT:
+                run.overrides.append(f"{key}={_spell(value)}")
+    return runs
+
+
+_ABSENT = object()
+
+
+@cache
+def _choices(run_dir: Path) -> dict[str, Any]:
+    """hydra.runtime.choices of a run's .hydra/hydra.yaml ({} without one)."""
+    import yaml
+
+    try:
+        choices = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return {}
+    return choices if isinstance(choices, dict) else {}
+
+
+def _group_choice(run: Run, key: str) -> Any:
+    """A config group's choice; a plain key (``seed``, ``test_weights``) from the resolved config."""
+    choices = _choices(run.run_dir)
+    return choices[key] if key in choices else _config_value(run.data.get("config"), key)
+
+
+def _config_value(config: Any, key: str) -> Any:
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return _ABSENT if isinstance(node, dict) else node
+
+
+def _spell(value: Any) -> str:
+    """A value as a Hydra override writes it (null, true, [a,b])."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_spell(v) for v in value) + "]"
+    return str(value)
 
 
 def check_metrics(runs: list[Run], metrics: list[str]) -> None:
@@ -87,18 +150,51 @@ def check_over(runs: list[Run], over: tuple[str, ...], default: tuple[str, ...] 
         )
 
 
+SIGNIFICANT_DIGITS = 4  # a float override in a row's name (Optuna's lr=0.0031622776601683794 -> 0.003162)
+
+
+def short_value(override: str) -> str:
+    """``key=<float>`` with more than 4 significant digits -> 4 (``%.4g``); anything else as written."""
+    key, sep, value = override.partition("=")
+    if not sep or not any(c in value for c in ".eE") or value.strip().lower() in ("inf", "-inf", "nan"):
+        return override
+    try:
+        digits = Decimal(value.strip()).normalize().as_tuple().digits
+    except InvalidOperation:  # not a number (a path, a list, a name)
+        return override
+    return f"{key}={float(value):.{SIGNIFICANT_DIGITS}g}" if len(digits) > SIGNIFICANT_DIGITS else override
+
+
 def group(runs: list[Run], over: tuple[str, ...] = ("seed",)) -> list[Row]:
-    """One row per setting; overrides that every run shares are left out of the names (they would only repeat)."""
+    """One row per setting; overrides that every run shares are left out of the names (they would only repeat).
+    Long floats are named with 4 significant digits, unless two rows would then share a name."""
     tokens = [r.setting_tokens(over) for r in runs]
     common = set.intersection(*(set(t) for t in tokens)) if len(runs) > 1 else set()
     rows: dict[frozenset[str], Row] = {}
     for run, toks in zip(runs, tokens, strict=True):
         key = frozenset(t for t in toks if t not in common)
         if key not in rows:
-            label = " ".join(sorted(toks[t] for t in key)) or "(defaults)"
-            rows[key] = Row(setting=label, key=key, runs=[], shared=frozenset(common))
+            shown = sorted(toks[t] for t in key)
+            label = " ".join(short_value(t) for t in shown) or "(defaults)"
+            rows[key] = Row(setting=label, key=key, runs=[], shared=frozenset(common), exact=" ".join(shown) or label)
         rows[key].runs.append(run)
+    clashes = Counter(r.setting for r in rows.values())
+    for row in rows.values():
+        if clashes[row.setting] > 1:  # rounding merged two names: show these exactly
+            row.setting = row.exact
     return sorted(rows.values(), key=lambda r: r.setting)
+
+
+def baseline_first(rows: list[Row]) -> list[Row]:
+    """Each baseline row first, followed by the rows tested against it; rows without a baseline last."""
+    order = {id(r): i for i, r in enumerate(rows)}
+
+    def rank(row: Row) -> tuple[int, int, int]:
+        if row.base is None:
+            return (len(rows), 1, order[id(row)])
+        return (order[id(row.base)], row.base is not row, order[id(row)])
+
+    return sorted(rows, key=rank)
 
 
 def summarize(runs: list[Run], metrics: list[str], over: tuple[str, ...] = ("seed",)) -> list[Row]:
@@ -116,7 +212,7 @@ def find_row(rows: list[Row], setting: str) -> Row | None:
     """The row named ``setting`` as typed, or with the same override values (``1e9`` == ``1000000000.0``); overrides
     that every run shares may be included or left out."""
     for row in rows:
-        if row.setting == setting:
+        if setting in (row.setting, row.exact):
             return row
     wanted = frozenset(normalize(t) for t in setting.split())
     return next((r for r in rows if r.key <= wanted and wanted - r.key <= r.shared), None)
@@ -176,9 +272,11 @@ def compare(
     for m in {metric, *chosen.values()}:
         if m not in rows[0].stats:
             raise ConfigError(f"metric {m} of the comparison is not among --metrics {', '.join(rows[0].stats)}; add it")
+        lower_is_better(m)  # before any test: a metric without a known direction gets no better/worse verdict
     for row in rows:
         row.compared = chosen.get(id(row), metric)
         base = bases.get(id(row))
+        row.base = base
         if base is None:
             continue
         if row is base:

@@ -13,7 +13,8 @@ class AblateOptunaSweeperConf:
     sampler: str = "tpe"
     seed: int = 0
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    # The value train.py returns; its name decides the direction unless `direction` is minimize/maximize.
+    # The value train.py returns; ablate.metric_registry gives its direction (auto) unless `direction` is
+    # minimize/maximize. A metric the recipe does not write is refused before the first trial.
     metric: str = "${oc.select:optimized_metric,val/acc_best}"
     direction: str = "auto"
     # Trials in the study in all (finished + running); null: the grid's size (grid) or an error (other samplers).

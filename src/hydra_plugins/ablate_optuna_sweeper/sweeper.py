@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import math
 import os
+import shlex
 import socket
 import statistics
 import sys
@@ -35,9 +37,12 @@ from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
+from ablate import metric_registry
+from ablate.errors import ConfigError
 from ablate.results import pid_alive
+from ablate.sweep import SEARCH_COMMAND_ENV
 
 if TYPE_CHECKING:
     import optuna
@@ -47,6 +52,9 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("random", "tpe", "grid")
 # Overrides that do not change what a trial computes, so they do not change the study's name either.
 _NOT_IN_STUDY_NAME = ("hydra.", "hydra/", "ckpt_path")
+# Overrides that only make sense for the search itself: left out of the command that reruns its best trial.
+_NOT_IN_RERUN = ("hydra.", "hydra/", "hparams_search=", "search.", "ckpt_path=")
+BEST_FILE = "best.yaml"
 
 
 class SearchError(HydraException):
@@ -63,6 +71,11 @@ def _distribution(name: str, override: Override, grid: bool) -> Any:
         return list(choices) if grid else CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
         values = list(override.sweep_iterator())
+        if not values:
+            raise SearchError(
+                f"error: {name}={override.input_line.split('=', 1)[1]} holds no value (start must be below stop for "
+                f"a positive step); e.g. {name}=range(1, 5)"
+            )
         if grid:
             return values
         if all(isinstance(v, int) for v in values):
@@ -75,10 +88,24 @@ def _distribution(name: str, override: Override, grid: bool) -> Any:
                 f"use choice(...) or range(...), or hparams_search=random / tpe"
             )
         log_scale = "log" in value.tags
+        _check_interval(name, float(value.start), float(value.end), log_scale)
         if isinstance(value.start, int) and isinstance(value.end, int) and not log_scale:
             return IntDistribution(value.start, value.end)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
     raise SearchError(f"error: {name}={override.input_line} is not a search range; use choice(), range() or interval()")
+
+
+def _check_interval(name: str, low: float, high: float, log_scale: bool) -> None:
+    """Optuna's own checks raise bare ValueErrors mid-sweep; these name the key and the fix."""
+    if low > high:
+        raise SearchError(
+            f"error: {name}: interval({low:g}, {high:g}) needs low <= high; e.g. interval({high:g}, {low:g})"
+        )
+    if log_scale and low <= 0:
+        raise SearchError(
+            f"error: {name}: a log range needs low > 0, got interval({low:g}, {high:g}); "
+            f"e.g. tag(log, interval({high / 1000 if high > 0 else 1e-4:g}, {high if high > 0 else 1e-1:g}))"
+        )
 
 
 def _parse_space(params: dict[str, Any], arguments: Sequence[str], grid: bool) -> tuple[dict[str, Any], list[str]]:
@@ -113,14 +140,63 @@ def _short(params: dict[str, Any]) -> str:
 
 
 def _direction(metric: str, direction: str) -> str:
-    if direction in ("minimize", "maximize"):
-        return direction
-    if direction != "auto":
+    """Optuna's direction for ``metric``: the metric registry's (auto), or an explicit minimize / maximize."""
+    if direction not in ("auto", "minimize", "maximize"):
         raise SearchError(f"error: hydra.sweeper.direction={direction}; use auto, minimize or maximize")
-    return "minimize" if "loss" in metric.split("/")[-1] else "maximize"
+    try:
+        known = metric_registry.direction(metric)  # an unknown metric is an error even with an explicit direction
+    except ConfigError as err:
+        raise SearchError(f"error: optimized_metric: {err}") from None
+    return known if direction == "auto" else direction
 
 
-def _job_outcome(ret: Any) -> tuple[float | None, str, str | None, str | None]:
+def _select(config: DictConfig, key: str) -> Any:
+    try:  # only the keys needed here: the rest may refer to ${hydra:...}, which the sweeper cannot always resolve
+        return OmegaConf.select(config, key, default=None)
+    except Exception:
+        return None
+
+
+def recipe_metrics(config: DictConfig, space: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(per-epoch, end-of-run) validation metrics that the search's jobs write; [] without a validation split."""
+    from ablate.validate import _has_validation
+
+    data = {k: _select(config, f"data.{k}") for k in ("val_size", "num_folds")}
+    if not _has_validation(data, {"limit_val_batches": _select(config, "trainer.limit_val_batches")}):
+        return [], []
+    name, cycles = str(_select(config, "ensemble.name") or "none"), _select(config, "ensemble.cycles")
+    searched = space.get("ensemble")  # ensemble=choice(ema, swa): any of them may run
+    names = [name]
+    if searched is not None:
+        names = [str(c) for c in (searched if isinstance(searched, list) else getattr(searched, "choices", ()))]
+    per_epoch: list[str] = []
+    end: list[str] = []
+    for each in names:
+        a, b = metric_registry.recipe_val_metrics(each, cycles if each == name else None)
+        per_epoch += [m for m in a if m not in per_epoch]
+        end += [m for m in b if m not in end]
+    return per_epoch, end
+
+
+def _check_objective(metric: str, per_epoch: list[str], end: list[str], pruned: bool) -> None:
+    """Refuse, before the first trial, an objective that no job of this search writes (every trial would fail)."""
+    if not per_epoch:
+        raise SearchError(
+            f"error: optimized_metric={metric} needs a validation split, and this recipe has none; "
+            "set data.val_size > 0 (e.g. data.val_size=0.1) or data.num_folds >= 2"
+        )
+    if metric not in per_epoch + end:
+        raise SearchError(
+            f"error: optimized_metric={metric} is not written by this recipe; it writes {', '.join(per_epoch + end)}"
+        )
+    if pruned and metric not in per_epoch:
+        raise SearchError(
+            f"error: hydra.sweeper.pruner watches the objective after every epoch, but {metric} is computed once "
+            f"after training; optimize a per-epoch metric ({', '.join(per_epoch)}) or set hydra.sweeper.pruner=null"
+        )
+
+
+def _job_outcome(ret: Any, metric: str = "the objective") -> tuple[float | None, str, str | None, str | None]:
     """(value, status, error, run dir) of one finished Hydra job, from its return and its results.json."""
     run_dir = None
     with contextlib.suppress(Exception):  # a job that failed before Hydra set up its dir has none
@@ -135,8 +211,26 @@ def _job_outcome(ret: Any) -> tuple[float | None, str, str | None, str | None]:
     if isinstance(value, int | float) and math.isfinite(float(value)):
         return float(value), "completed", None, run_dir
     status = record.get("status") if record.get("status") in ("diverged", "failed") else "failed"
-    error = record.get("error") or (repr(ret._return_value) if ret.status.name != "COMPLETED" else "no objective value")
+    missing = f"the run wrote no finite {metric}"
+    error = record.get("error") or (repr(ret._return_value) if ret.status.name != "COMPLETED" else missing)
     return None, status, error, run_dir
+
+
+def _build_sampler(cls: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    """The sampler, or a one-line error naming the keyword arguments it takes (Optuna raises a bare TypeError)."""
+    taken = [
+        p for p in inspect.signature(cls).parameters if p not in ("self", "seed", "search_space", "args", "kwargs")
+    ]
+    unknown = sorted(set(kwargs) - set(inspect.signature(cls).parameters))
+    if unknown:
+        raise SearchError(
+            f"error: hydra.sweeper.sampler_kwargs: the {name} sampler takes no {', '.join(unknown)}; "
+            f"it takes {', '.join(taken) or 'no keyword arguments (besides seed)'}"
+        )
+    try:
+        return cls(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise SearchError(f"error: hydra.sweeper.sampler_kwargs {kwargs}: {err}") from None
 
 
 class AblateOptunaSweeper(Sweeper):
@@ -163,16 +257,16 @@ class AblateOptunaSweeper(Sweeper):
             seed = int(seed) + trials_so_far
         kwargs = dict(self.params.get("sampler_kwargs") or {})
         if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed, **kwargs)
+            return _build_sampler(optuna.samplers.RandomSampler, name, seed=seed, **kwargs)
         if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, **kwargs)
+            return _build_sampler(optuna.samplers.TPESampler, name, seed=seed, **kwargs)
 
         class AskTellGridSampler(optuna.samplers.GridSampler):
             def after_trial(self, *args: Any, **kwargs: Any) -> None:
                 # Optuna's calls study.stop(), which works only inside study.optimize; the sweeper stops by itself.
                 pass
 
-        return AskTellGridSampler(space, seed=seed, **kwargs)
+        return _build_sampler(AskTellGridSampler, name, space, seed=seed, **kwargs)
 
     def _study_name(self, fixed: list[str], space: dict[str, Any], sampler: str) -> str:
         if self.params.get("study_name"):
@@ -237,15 +331,18 @@ class AblateOptunaSweeper(Sweeper):
         except SearchError as err:  # the project's convention: one line, exit code 2, nothing written
             print(str(err), file=sys.stderr)
             sys.exit(2)
+        except ConfigError as err:  # a rule of the rule book (ablate.validate.SEARCH_RULES)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
 
     def _sweep(self, arguments: list[str]) -> Any:
         import optuna
 
         assert self.config is not None and self.launcher is not None
-        p = self.params
+        from ablate.validate import validate_search
+
+        p = validate_search(self.params)  # n_trials, n_jobs, repeats, ...: before anything is composed or written
         sampler_name = str(p.get("sampler", "tpe"))
-        if sampler_name not in SAMPLERS:
-            raise SearchError(f"error: hydra.sweeper.sampler={sampler_name}; use one of {', '.join(SAMPLERS)}")
         grid = sampler_name == "grid"
         space, fixed = _parse_space(dict(p.get("params") or {}), arguments, grid)
         if not space:
@@ -255,7 +352,7 @@ class AblateOptunaSweeper(Sweeper):
             if not grid:
                 raise SearchError("error: hydra.sweeper.n_trials is not set; give the number of trials to run")
             n_trials = math.prod(len(v) for v in space.values())
-        n_jobs, repeats = max(int(p.get("n_jobs", 1)), 1), max(int(p.get("repeats", 1)), 1)
+        n_jobs, repeats = int(p.get("n_jobs", 1)), int(p.get("repeats", 1))
         num_folds = int(p.get("num_folds", 0) or 0)
         folds = list(range(num_folds)) if num_folds >= 2 else [None]
         metric = str(p.get("metric", "val/acc_best"))
@@ -265,8 +362,7 @@ class AblateOptunaSweeper(Sweeper):
             )
         direction = _direction(metric, str(p.get("direction", "auto")))
         pruner_name = p.get("pruner")
-        if pruner_name not in (None, "median"):
-            raise SearchError(f"error: hydra.sweeper.pruner={pruner_name}; use median or null")
+        _check_objective(metric, *recipe_metrics(self.config, space), pruned=bool(pruner_name))
         if pruner_name and repeats * len(folds) > 1:
             raise SearchError(
                 "error: hydra.sweeper.pruner needs one job per trial (one validation curve); "
@@ -286,18 +382,14 @@ class AblateOptunaSweeper(Sweeper):
         if grid:
             distributions = {k: optuna.distributions.CategoricalDistribution(v) for k, v in space.items()}
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(
-            study_name=study_name,
-            storage=storage,
-            sampler=self._sampler(sampler_name, space, 0),
-            direction=direction,
-            load_if_exists=True,
-            pruner=optuna.pruners.MedianPruner(**pruner_kwargs) if pruner_name else None,
-        )
+        sampler = self._sampler(sampler_name, space, 0)
+        pruner = _build_pruner(pruner_kwargs) if pruner_name else None
+        study = _open_study(study_name, storage, sampler, direction, pruner)
         if study.trials:
             study.sampler = self._sampler(sampler_name, space, len(study.trials))
         if study.direction.name.lower() != direction:
             raise SearchError(f"error: study {study_name} in {storage} was created to {study.direction.name.lower()}")
+        _check_same_space(study, distributions, storage)
         study.set_user_attr("metric", metric)
         study.set_user_attr("overrides", fixed)
         retried = self._fail_interrupted(study)
@@ -334,13 +426,14 @@ class AblateOptunaSweeper(Sweeper):
                     )
                     owners.append(trial)
             self.validate_batch_is_legal(batch)
+            os.environ[SEARCH_COMMAND_ENV] = _search_command()  # an interrupted trial's resume advice
             returns = self.launcher.launch(batch, initial_job_idx=trials[0].number * len(per_trial))
             results.append(returns)
             for trial in trials:
                 self._tell(
                     study, trial, [ret for ret, owner in zip(returns, owners, strict=True) if owner is trial], metric
                 )
-        self._report_best(study, metric)
+        self._report_best(study, metric, sweep_dir, fixed, base_seed, len(per_trial))
         return results
 
     @staticmethod
@@ -353,7 +446,7 @@ class AblateOptunaSweeper(Sweeper):
     def _tell(study: optuna.Study, trial: optuna.Trial, returns: Sequence[Any], metric: str) -> None:
         from optuna.trial import TrialState
 
-        outcomes = [_job_outcome(ret) for ret in returns]
+        outcomes = [_job_outcome(ret, metric) for ret in returns]
         trial.set_user_attr("run_dirs", [o[3] for o in outcomes])
         params = _short(trial.params)
         pruned_at = study._storage.get_trial(trial._trial_id).user_attrs.get("pruned_at_epoch")  # set by the job
@@ -368,7 +461,9 @@ class AblateOptunaSweeper(Sweeper):
             trial.set_user_attr("status", status)
             trial.set_user_attr("error", str(bad[0][2])[:500])
             study.tell(trial, state=TrialState.FAIL)
-            print(f"search: trial {trial.number} {status}: {params}", flush=True)
+            print(
+                f"search: trial {trial.number} {status}: {params} ({str(bad[0][2]).splitlines()[0][:200]})", flush=True
+            )
             return
         values = [float(o[0]) for o in outcomes]  # type: ignore[arg-type]
         trial.set_user_attr("status", "completed")
@@ -379,11 +474,131 @@ class AblateOptunaSweeper(Sweeper):
         print(f"search: trial {trial.number} {metric}={statistics.fmean(values):.4f}  {params}", flush=True)
 
     @staticmethod
-    def _report_best(study: optuna.Study, metric: str) -> None:
+    def _report_best(
+        study: optuna.Study, metric: str, sweep_dir: Path, fixed: list[str], base_seed: int, jobs_per_trial: int
+    ) -> None:
+        from ablate.sweep import record_search_trials
+
+        record_search_trials(sweep_dir, trial_statuses(study))  # the recap and exit code follow Optuna's states
         try:
             best = study.best_trial
         except ValueError:
             print("search: no trial completed", flush=True)
             return
-        params = _short(best.params)
-        print(f"search: best trial {best.number}: {metric}={best.value:.4f}  {params}", flush=True)
+        path = sweep_dir / BEST_FILE
+        path.write_text(best_record(study, best, metric, fixed, base_seed, jobs_per_trial))
+        print(f"search: best trial {best.number}: {metric}={best.value:.4f}  {_short(best.params)}", flush=True)
+        print(f"search: best trial's value, params, run dir and rerun command: {path}", flush=True)
+
+
+def _build_pruner(kwargs: dict[str, Any]) -> Any:
+    import optuna
+
+    try:
+        return optuna.pruners.MedianPruner(**kwargs)
+    except (TypeError, ValueError) as err:
+        taken = [p for p in inspect.signature(optuna.pruners.MedianPruner).parameters if p != "self"]
+        raise SearchError(
+            f"error: hydra.sweeper.pruner_kwargs {kwargs}: {err}; the median pruner takes {', '.join(taken)}"
+        ) from None
+
+
+def _open_study(name: str, storage: str, sampler: Any, direction: str, pruner: Any) -> optuna.Study:
+    """Create or load the study; a storage URL that cannot be parsed or opened is a one-line error."""
+    import optuna
+
+    try:
+        return optuna.create_study(
+            study_name=name, storage=storage, sampler=sampler, direction=direction, load_if_exists=True, pruner=pruner
+        )
+    except Exception as err:  # SQLAlchemy's ArgumentError, NoSuchModuleError, OperationalError, ...: all unusable URLs
+        if isinstance(err, SearchError):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SearchError(
+            f"error: hydra.sweeper.storage={storage} cannot be opened ({type(err).__name__}: {first}); give a "
+            "SQLAlchemy URL that this machine can reach, e.g. sqlite:///search.db or postgresql://user@host/db "
+            "(null: <sweep dir>/optuna.db)"
+        ) from None
+
+
+def _check_same_space(study: optuna.Study, distributions: dict[str, Any], storage: str) -> None:
+    """A resumed study must keep its search space: Optuna's samplers cannot mix spaces (they fail mid-sweep)."""
+    import optuna
+
+    wanted = {k: optuna.distributions.distribution_to_json(v) for k, v in sorted(distributions.items())}
+    stored = study.user_attrs.get("space")
+    if stored is None:
+        if not study.trials:
+            study.set_user_attr("space", wanted)
+            return
+        stored = {}  # a study from before the space was recorded: compare with its trials' distributions
+        for trial in study.get_trials(deepcopy=False):
+            stored.update({k: optuna.distributions.distribution_to_json(v) for k, v in trial.distributions.items()})
+        if not stored:
+            return
+    changed = [k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+    if changed:
+
+        def shown(space: dict[str, str], key: str) -> str:
+            return repr(optuna.distributions.json_to_distribution(space[key])) if key in space else "absent"
+
+        diff = "; ".join(f"{k}: was {shown(stored, k)}, now {shown(wanted, k)}" for k in changed)
+        raise SearchError(
+            f"error: study {study.study_name} in {storage} was run with another search space ({diff}); "
+            "resume it with its original space, or start a new study (another hydra.sweeper.study_name)"
+        )
+
+
+def trial_statuses(study: optuna.Study) -> dict[str, str]:
+    """{trial number: status} in Optuna's terms: completed, pruned, failed / diverged / interrupted (FAIL), running."""
+    from optuna.trial import TrialState
+
+    statuses = {}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.COMPLETE:
+            statuses[str(trial.number)] = "completed"
+        elif trial.state == TrialState.PRUNED:
+            statuses[str(trial.number)] = "pruned"
+        elif trial.state == TrialState.FAIL:
+            status = trial.user_attrs.get("status")
+            statuses[str(trial.number)] = status if status in ("diverged", "interrupted") else "failed"
+        elif trial.state == TrialState.RUNNING:
+            statuses[str(trial.number)] = "running"
+    return statuses
+
+
+def _search_command() -> str:
+    """The command that started this search, as typed (running it again resumes the study)."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "train.py"
+    return shlex.join(["python", script, *sys.argv[1:]])
+
+
+def rerun_command(fixed: list[str], params: dict[str, Any]) -> str:
+    """``python train.py`` with the search's fixed overrides and the trial's parameters, without the search itself
+    (a trial of several jobs: its first, i.e. the base seed and fold 0)."""
+    kept = [o for o in fixed if not o.lstrip("+~").startswith(_NOT_IN_RERUN)]
+    return shlex.join(["python", "train.py", *kept, *(f"{k}={_format(v)}" for k, v in params.items())])
+
+
+def best_record(
+    study: optuna.Study, best: Any, metric: str, fixed: list[str], base_seed: int, jobs_per_trial: int
+) -> str:
+    """best.yaml: the best trial's value, parameters, run dirs and the command that reruns it (its first job)."""
+    record = {
+        "study": study.study_name,
+        "metric": metric,
+        "direction": study.direction.name.lower(),
+        "trial": best.number,
+        "value": float(best.value),
+        "values": best.user_attrs.get("values", [float(best.value)]),
+        "params": dict(best.params),
+        "run_dirs": best.user_attrs.get("run_dirs", []),
+        "command": rerun_command(fixed, best.params),
+    }
+    if jobs_per_trial > 1:
+        record["note"] = (
+            f"the value is the mean of {jobs_per_trial} jobs (seeds {base_seed}.. and/or folds); the command reruns "
+            "the first"
+        )
+    return OmegaConf.to_yaml(OmegaConf.create(record))
