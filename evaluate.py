@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from ablate.cli import run_hydra, task  # Hydra's own errors (bad override, unknown key) as one line, exit 2
+from ablate.runtime.cli import run_hydra, task  # Hydra's own errors (bad override, unknown key) as one line, exit 2
 
 os.environ.setdefault("ABLATE_ROOT", str(Path(__file__).resolve().parent))
 
@@ -15,8 +15,8 @@ os.environ.setdefault("ABLATE_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 @task
 def main(cfg: DictConfig) -> float | None:
+    from ablate.config.rules import validate_evaluate  # torch-free: a bad key answers before torch is imported
     from ablate.errors import ConfigError
-    from ablate.validate import validate_evaluate  # torch-free: a bad key answers before torch is imported
 
     try:
         validate_evaluate(cfg)
@@ -26,7 +26,9 @@ def main(cfg: DictConfig) -> float | None:
             output_dir.rmdir()  # Hydra made it; leave nothing behind
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    from ablate.evaluate import main as evaluate_main  # imported here so --help answers without loading torch
+    from ablate.evaluation.saved_runs import (
+        main as evaluate_main,  # imported here so --help answers without loading torch
+    )
 
     return evaluate_main(cfg)
 

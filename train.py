@@ -8,9 +8,9 @@ import hydra
 from omegaconf import DictConfig
 
 import ablate  # noqa: F401  (registers the typed config nodes and the run-folder resolvers; imports no torch)
-from ablate.cli import check_job, run_hydra, task
-from ablate.rundir import check_folder
-from ablate.sweep import exit_code
+from ablate.runtime.cli import check_job, run_hydra, task
+from ablate.runtime.rundir import check_folder
+from ablate.runtime.sweep_recap import exit_code
 
 os.environ.setdefault("ABLATE_ROOT", str(Path(__file__).resolve().parent))
 
@@ -20,7 +20,7 @@ os.environ.setdefault("ABLATE_ROOT", str(Path(__file__).resolve().parent))
 def main(cfg: DictConfig) -> float | None:
     if not check_job(cfg):  # torch-free: a bad value answers in well under a second (None: a failed sweep job)
         return None
-    from ablate.run import main as run_main  # imported here so --help and config errors do not load torch
+    from ablate.runtime.job import main as run_main  # imported here so --help and config errors do not load torch
 
     return run_main(cfg)
 
@@ -31,4 +31,4 @@ if __name__ == "__main__":
         if key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir") and value:
             check_folder(value, key.lstrip("+~"))
     run_hydra(main)  # Hydra's own errors (bad override, unknown option or key) as one line, exit 2
-    sys.exit(exit_code())  # non-zero after a sweep in which a job did not complete (ablate.sweep)
+    sys.exit(exit_code())  # non-zero after a sweep in which a job did not complete (ablate.runtime.sweep_recap)

@@ -16,9 +16,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ablate.cli import hydra_error_line
+from ablate.config.rules import effective_seed, validate
 from ablate.errors import ConfigError
-from ablate.validate import effective_seed, validate
+from ablate.runtime.cli import hydra_error_line
 from tests.conftest import CONFIG_DIR, FAST, REPO, compose_config, read_results, run_cli
 
 # (overrides, text the one-line error must contain). The first override is the hostile one unless noted.
@@ -250,7 +250,8 @@ def test_a_checkpoint_mode_against_its_metric_is_a_warning(tmp_path):
     # Training is unaffected, only the "best" pick is inverted (a test device elsewhere: best = the first epoch).
     warnings = validate(compose_config(["callbacks.model_checkpoint.mode=min"], tmp_path))
     assert warnings == [
-        "callbacks.model_checkpoint.mode=min contradicts monitor val/acc (higher is better, ablate.metric_registry); "
+        "callbacks.model_checkpoint.mode=min contradicts monitor val/acc (higher is better, "
+        "ablate.config.metric_registry); "
         "use callbacks.model_checkpoint.mode=max, or leave it null to follow the monitor (the 'best' checkpoint is "
         "the worst epoch)"
     ]
@@ -301,8 +302,8 @@ def test_validation_does_not_import_torch(tmp_path):
 import sys
 from hydra import compose, initialize_config_dir
 import ablate
-from ablate.cli import check_job, hydra_error_line, run_hydra
-from ablate.validate import validate
+from ablate.runtime.cli import check_job, hydra_error_line, run_hydra
+from ablate.config.rules import validate
 with initialize_config_dir(config_dir={str(CONFIG_DIR)!r}, version_base="1.3"):
     cfg = compose(config_name="train", overrides=["paths.output_dir={tmp_path}", "optimizer=lbfgs", "reg=dropout"])
 assert validate(cfg)
@@ -359,7 +360,9 @@ def test_bad_job_in_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
         "error: optimizer.lr must be a positive number, got 'abc'; e.g. optimizer.lr=0.01",
         "error: optimizer.lr must be a positive number, got -1; e.g. optimizer.lr=0.01",
     ]
-    assert proc.returncode != 0 and "2 of 2 sweep jobs did not complete" in errors[-1]  # ablate.sweep's recap
+    assert (
+        proc.returncode != 0 and "2 of 2 sweep jobs did not complete" in errors[-1]
+    )  # ablate.runtime.sweep_recap's recap
     assert [read_results(sweep / job)["status"] for job in ("0", "1")] == ["failed", "failed"]
 
 
@@ -372,7 +375,7 @@ def test_hydra_full_error_keeps_hydras_own_output(tmp_path):
 
 
 def test_a_seed_beyond_numpys_range_trains_like_its_folded_seed(make_cfg):
-    from ablate.run import train
+    from ablate.runtime.job import train
 
     big = train(make_cfg(f"seed={2**32 + 7}", "model=mlp", "model.width=32", subdir="big"))
     folded = train(make_cfg("seed=7", "model=mlp", "model.width=32", subdir="folded"))
@@ -380,7 +383,7 @@ def test_a_seed_beyond_numpys_range_trains_like_its_folded_seed(make_cfg):
 
 
 def test_a_schedule_too_short_for_its_phases_is_a_config_error(make_cfg):
-    from ablate.run import train
+    from ablate.runtime.job import train
 
     # 256 images / 64 = 4 steps: OneCycleLR's warm-up of 25% rounds to zero steps (torch divides by zero).
     with pytest.raises(ConfigError, match=r"^scheduler: the run is too short for this schedule \(4 steps\); raise"):
@@ -388,7 +391,7 @@ def test_a_schedule_too_short_for_its_phases_is_a_config_error(make_cfg):
 
 
 def test_lbfgs_trains_a_conv_model(make_cfg):
-    from ablate.run import train
+    from ablate.runtime.job import train
 
     # channels_last conv weights cannot be flattened with .view(-1), which torch's LBFGS does: NCHW is kept for it.
     summary = train(make_cfg("optimizer=lbfgs", "model=convnet", "data.batch_size=320"))
@@ -407,7 +410,7 @@ def test_evaluate_py_reports_hydra_errors_in_one_line(tmp_path):
 def test_run_hydra_reports_errors_before_the_task_and_leaves_the_tasks_own(monkeypatch, capsys):
     from omegaconf.errors import InterpolationResolutionError
 
-    from ablate.cli import run_hydra, task
+    from ablate.runtime.cli import run_hydra, task
 
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # restored afterwards; run_hydra sets it to 1
 

@@ -210,7 +210,7 @@ def test_eval_loader_is_in_order():
 
 @pytest.mark.parametrize("value", ["abc", "-2", "1.5", "true"])
 def test_pad_is_checked_by_the_rule_book(value, tmp_path):
-    from ablate.validate import validate
+    from ablate.config.rules import validate
     from tests.conftest import compose_config
 
     with pytest.raises(ConfigError, match=r"^data\.pad must be an integer >= 0 \(pixels of zeros on every side\)"):

@@ -10,7 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-from ablate.ensembles import (
+from ablate.config.rules import validate
+from ablate.errors import ConfigError
+from ablate.runtime.job import train
+from ablate.training.ensembles import (
     EMA,
     SWA,
     SnapshotCollector,
@@ -19,9 +22,6 @@ from ablate.ensembles import (
     snapshot_steps,
     swa_model_with_bn,
 )
-from ablate.errors import ConfigError
-from ablate.run import train
-from ablate.validate import validate
 from tests.conftest import read_results, run_cli
 
 BASE_LR = 0.1
@@ -189,7 +189,7 @@ def one_hot(labels: list[int]) -> torch.Tensor:
 def test_members_auto_chooses_on_validation_never_on_test(tmp_path, monkeypatch):
     """Three snapshots whose predictions are fixed by hand: on validation the ensemble of the last 2 is best, on test
     the last snapshot alone. The chosen m must be validation's, and test/acc_snapshot_ens that m's test accuracy."""
-    import ablate.ensembles as ens
+    import ablate.training.ensembles as ens
 
     targets = torch.tensor([0, 0, 0, 0])
     # Per snapshot k (cycle order), probabilities on 4 samples of class 0; the ensemble of size m averages the last m.
@@ -215,7 +215,7 @@ def test_members_auto_chooses_on_validation_never_on_test(tmp_path, monkeypatch)
 
 
 def test_members_auto_breaks_ties_by_validation_nll_then_towards_more_members():
-    from ablate.ensembles import choose_members
+    from ablate.training.ensembles import choose_members
 
     assert choose_members({1: 0.9, 2: 0.95, 3: 0.95, 4: 0.94}) == 3  # no NLL given: the larger m
     assert choose_members({1: 0.9, 2: 0.9, 3: 0.8}) == 2

@@ -11,15 +11,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ablate.ensembles.members import Candidate, collect, rank
 from ablate.errors import ConfigError
-from ablate.evaluate import ensemble_probs, evaluate, write_outputs
-from ablate.evaluation import averaged_log_probs, mc_dropout
+from ablate.evaluation.members import Candidate, collect, rank
+from ablate.evaluation.saved_runs import ensemble_probs, evaluate, write_outputs
+from ablate.training.scoring import averaged_log_probs, mc_dropout
 from tests.conftest import CONFIG_DIR, compose_config, read_results, run_cli
 
 
 def _train(run_dir: Path, *overrides: str) -> Path:
-    from ablate.run import main
+    from ablate.runtime.job import main
 
     main(compose_config(["model=mlp", "model.width=32", "model.depth=1", *overrides], run_dir))
     assert read_results(run_dir)["status"] == "completed"
@@ -136,7 +136,7 @@ def test_top_k_ranks_by_the_validation_metric_not_by_test(tmp_path):
 
 
 def test_a_test_metric_for_selection_is_a_one_line_error(runs, tmp_path, capsys):
-    from ablate.evaluate import main
+    from ablate.evaluation.saved_runs import main
 
     out = tmp_path / "eval"
     with pytest.raises(SystemExit) as exit_info:
@@ -156,7 +156,7 @@ def test_incompatible_members_are_a_one_line_error_naming_both_runs(runs, tmp_pa
 
 
 def test_checkpoint_choice_follows_the_run_or_the_weights_key(runs):
-    from ablate.ensembles.members import checkpoint_for, load_candidate
+    from ablate.evaluation.members import checkpoint_for, load_candidate
 
     candidate = load_candidate(runs["a"])
     assert checkpoint_for(candidate, None)[1] == "best"  # the run's test_weights
@@ -259,7 +259,7 @@ def test_help_lists_the_keys(tmp_path):
 )  # fmt: skip
 def test_bad_evaluate_keys_are_one_line_errors_before_any_model_loads(overrides, message, runs, tmp_path, capsys,
                                                                       monkeypatch):  # fmt: skip
-    import ablate.evaluate as evaluation
+    import ablate.evaluation.saved_runs as evaluation
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine "has no GPU", whatever it has
     monkeypatch.setattr(evaluation, "load_member", lambda *a, **k: pytest.fail("a model was loaded"))
@@ -292,7 +292,7 @@ def _job(sweep: Path, job: str, overrides: list[str], **metrics: float) -> Path:
 
 
 def test_members_are_labelled_by_their_overrides_as_typed_and_one_setting_can_be_chosen(tmp_path):
-    from ablate.ensembles.members import settings_of, within_setting
+    from ablate.evaluation.members import settings_of, within_setting
 
     sweep = tmp_path / "sweep"
     sweep.mkdir()
@@ -312,7 +312,7 @@ def test_members_are_labelled_by_their_overrides_as_typed_and_one_setting_can_be
 
 
 def test_a_setting_named_in_part_that_matches_several_is_refused(tmp_path):
-    from ablate.ensembles.members import within_setting
+    from ablate.evaluation.members import within_setting
 
     for job, overrides in enumerate([["reg=none", "seed=0"], ["reg=none", "aug=flip"], ["reg=dropout"]]):
         _job(tmp_path / "sweep", str(job), overrides, **{"val/acc_best": 0.5})

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ablate.evaluation import average_probabilities, classification_metrics, named, predict
+from ablate.training.scoring import average_probabilities, classification_metrics, named, predict
 
 
 def test_metrics_of_a_known_prediction() -> None:
@@ -58,7 +58,7 @@ def test_named_and_predict() -> None:
 
 
 def test_module_normalize_matches_the_eval_batch_path(make_cfg) -> None:
-    from ablate.module import ClassifierModule
+    from ablate.training.module import ClassifierModule
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
     module = ClassifierModule(model, torch.optim.SGD, None, mean=torch.tensor([0.5]), std=torch.tensor([0.25]))

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ablate.report.reference import load_reference
-from ablate.run import train
+from ablate.runtime.job import train
 from tests.conftest import CONFIG_DIR, REPO, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))

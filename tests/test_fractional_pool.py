@@ -254,8 +254,8 @@ def test_test_time_average_reduces_variance():
 
 def test_repeated_test_passes_also_report_the_first_pass_alone():
     """With R > 1 test passes, test/acc averages the R predictions and test/acc_single_pass scores the first one."""
-    from ablate.metrics import ClassificationStats
-    from ablate.module import ClassifierModule
+    from ablate.training.module import ClassifierModule
+    from ablate.training.step_metrics import ClassificationStats
 
     class Cycling(torch.nn.Module):  # pass k predicts class k % 3 for every sample
         def __init__(self) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 
-from ablate.history import COLUMNS
-from ablate.run import train
+from ablate.runtime.history import COLUMNS
+from ablate.runtime.job import train
 
 
 def read(path):
@@ -42,7 +42,7 @@ def test_history_keeps_finished_epochs_when_killed_and_drops_epochs_a_resume_rep
 
     import torch
 
-    from ablate.history import History
+    from ablate.runtime.history import History
 
     path = tmp_path / "history.csv"
     opt = SimpleNamespace(param_groups=[{"lr": 0.1}])

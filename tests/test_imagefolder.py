@@ -12,7 +12,7 @@ from PIL import Image
 
 from ablate.data.imagefolder import ImageFolderDataModule
 from ablate.errors import ConfigError
-from ablate.run import train
+from ablate.runtime.job import train
 from tests.conftest import compose_config, run_cli
 
 CLASSES = ("cat", "dog", "fox")
@@ -124,7 +124,7 @@ def test_imagefolder_config_composes(make_cfg, tmp_path: Path) -> None:
 
 def test_imagefolder_without_root_is_one_line_naming_data_root(tmp_path):
     """Issue 16 item 15: data=imagefolder without data.root was OmegaConf's MissingMandatoryValue traceback."""
-    from ablate.validate import validate
+    from ablate.config.rules import validate
 
     with pytest.raises(ConfigError, match=r"^data\.root must be set: it has no default; e\.g\. data\.root=") as err:
         validate(compose_config(["data=imagefolder"], tmp_path))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.sweep_job import _cores
+from ablate.runtime.sweep_objective import _cores
 from tests.conftest import FAST, run_cli
 
 
@@ -52,7 +52,7 @@ def test_wandb_and_tensorboard_runs_are_named_by_overrides(tmp_path: Path, monke
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from ablate.loggers import tensorboard_logger, wandb_logger
+    from ablate.runtime.loggers import tensorboard_logger, wandb_logger
     from tests.conftest import CONFIG_DIR
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
@@ -94,8 +94,8 @@ def test_progress_bar_shows_mean_speed_and_running_loss(monkeypatch) -> None:
     import torch
     from lightning.pytorch.callbacks import RichProgressBar
 
-    from ablate.callbacks import ThrottledRichProgressBar, _MeanSpeedColumn
-    from ablate.metrics import ClassificationStats
+    from ablate.training.callbacks import ThrottledRichProgressBar, _MeanSpeedColumn
+    from ablate.training.step_metrics import ClassificationStats
 
     column = _MeanSpeedColumn(style="")
     assert column.render(SimpleNamespace(completed=50, finished_time=2.0, elapsed=9.0)).plain == "25.00it/s"
@@ -125,7 +125,7 @@ def test_slurm_launcher_config_composes() -> None:
 
 
 def test_model_summary_drops_the_all_zero_flops_column(capsys) -> None:
-    from ablate.callbacks import RichModelSummary
+    from ablate.training.callbacks import RichModelSummary
 
     data = [(" ", ["0"]), ("Name", ["model"]), ("Type", ["MLP"]), ("Params", ["85.0 K"]), ("Mode", ["train"])]
     RichModelSummary.summarize([*data, ("FLOPs", ["0"])], 85_000, 85_000, 0.34, {"train": 1, "eval": 0}, 0)

@@ -1,5 +1,5 @@
-"""ablate.metric_registry: one direction per metric, asked by checkpoint "best", early stopping, plateau schedules,
-top-k members and the table's wording (the sweeper's use is in test_search.py)."""
+"""ablate.config.metric_registry: one direction per metric, asked by checkpoint "best", early stopping, plateau
+schedules, top-k members and the table's wording (the sweeper's use is in test_search.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate import metric_registry
+from ablate.config import metric_registry
+from ablate.config.rules import validate
 from ablate.errors import ConfigError
-from ablate.validate import validate
 from tests.conftest import compose_config
 
 
@@ -56,7 +56,7 @@ def test_recipe_metrics_follow_the_ensemble() -> None:
 def test_monitor_modes_are_derived_from_the_registry(tmp_path: Path) -> None:
     # Before: the checkpoint kept mode=max on val/loss (a warning), early stopping / plateau on val/acc were refused.
     # mode stays null in the config (it is not mutated after checking); the objects built from it follow the monitor.
-    from ablate.run import _build_callbacks, _scheduler_fn
+    from ablate.runtime.job import _build_callbacks, _scheduler_fn
 
     def callback(cfg, kind):
         return next(c for c in _build_callbacks(cfg, has_val=True) if type(c).__name__ == kind)
@@ -77,7 +77,7 @@ def test_monitor_modes_are_derived_from_the_registry(tmp_path: Path) -> None:
 
 
 def test_callbacks_built_without_a_mode_follow_their_monitor() -> None:
-    from ablate.callbacks import EarlyStopping, ModelCheckpoint
+    from ablate.training.callbacks import EarlyStopping, ModelCheckpoint
 
     assert ModelCheckpoint(monitor="val/nll_ema").mode == "min"
     assert ModelCheckpoint(monitor="val/acc").mode == "max"
@@ -87,7 +87,7 @@ def test_callbacks_built_without_a_mode_follow_their_monitor() -> None:
 
 
 def test_top_k_and_table_wording_ask_the_registry() -> None:
-    from ablate.ensembles import members
+    from ablate.evaluation import members
     from ablate.report import stats
 
     assert members.lower_is_better("val/error") is True  # was "maximise" (only loss/nll/ece prefixes were known)

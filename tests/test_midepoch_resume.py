@@ -13,11 +13,11 @@ import lightning as L
 import pytest
 import torch
 
-from ablate import interrupt
-from ablate.checkpoint_io import verify
-from ablate.interrupt import RunInterrupted
-from ablate.module import ClassifierModule
-from ablate.run import train
+from ablate.runtime import interrupt
+from ablate.runtime.checkpoint_io import verify
+from ablate.runtime.interrupt import RunInterrupted
+from ablate.runtime.job import train
+from ablate.training.module import ClassifierModule
 
 # 256 train images / batch 32 = 8 batches per epoch; augmentation, dropout and an EMA all draw on or carry state.
 ARGS = ["model=mlp", "reg=dropout", "aug=flip_crop", "ensemble=ema", "trainer.max_epochs=3", "scheduler=step"]

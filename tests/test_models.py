@@ -8,10 +8,10 @@ import torchmetrics.functional as tmf
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.metrics import ClassificationStats
 from ablate.models import MLP, ConvNet, ResNet
 from ablate.models.activations import Maxout
 from ablate.optim import param_groups
+from ablate.training.step_metrics import ClassificationStats
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])
@@ -145,7 +145,7 @@ def test_adadelta_uses_zeilers_rho(tmp_path):
     """Zeiler 2012 (Sec. 4.1): rho = 0.95, eps = 1e-6 (main at 151a8ea had torch's rho = 0.9)."""
     from hydra.utils import instantiate
 
-    from ablate.finetune import pop_backbone_lr_scale
+    from ablate.build.finetune import pop_backbone_lr_scale
     from tests.conftest import compose_config
 
     node, _ = pop_backbone_lr_scale(compose_config(["optimizer=adadelta"], tmp_path).optimizer)

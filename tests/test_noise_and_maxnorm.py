@@ -147,9 +147,9 @@ def test_max_norm_on_tensors_with_a_chosen_unit_dim():
 def test_max_norm_constrains_hidden_units_and_leaves_the_output_layer_free(model_name):
     """Srivastava et al. 2014 bound each hidden unit's incoming weights; the output layer is free unless
     reg.max_norm_output=true (main at 151a8ea constrained it too)."""
+    from ablate.config.schema import RegConfig
     from ablate.models import MLP, ConvNet, FMPNet, ResNet
-    from ablate.regularization import StepRegularizers
-    from ablate.schema import RegConfig
+    from ablate.training.regularization import StepRegularizers
 
     factory = {"mlp": MLP, "convnet": ConvNet, "resnet": ResNet, "fmpnet": FMPNet}[model_name]
     for include_output in (False, True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from ablate.run import train
+from ablate.runtime.job import train
 
 PLAIN_SGD = ["model=mlp", "optimizer=sgd", "optimizer.lr=1.0"]
 
@@ -96,7 +96,7 @@ class BackwardHookCounter(ParameterRecorder):
 
 
 def count_lightning_backward_calls(monkeypatch) -> list[int]:
-    from ablate.module import ClassifierModule
+    from ablate.training.module import ClassifierModule
 
     calls: list[int] = []
     original = ClassifierModule.manual_backward

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate.run import train
+from ablate.runtime.job import train
 
 
 def test_checkpoints_load_with_weights_only_and_carry_plain_config(make_cfg):
@@ -54,7 +54,7 @@ def test_wandb_runs_offline_and_writes_run_files(make_cfg, monkeypatch):
 
 
 def test_wandb_goes_online_only_with_a_key(monkeypatch):
-    from ablate.loggers import wandb_logger
+    from ablate.runtime.loggers import wandb_logger
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -88,6 +88,9 @@ def test_progress_bar_does_its_per_batch_work_only_every_refresh_rate_batches(tm
     monkeypatch.setattr(RichProgressBar, "on_train_batch_end", counting)
     cfg = compose_config(["model=mlp"], tmp_path / "bar")  # FAST drops the bar: put it back
     with open_dict(cfg):
-        cfg.callbacks.progress_bar = {"_target_": "ablate.callbacks.ThrottledRichProgressBar", "refresh_rate": 3}
+        cfg.callbacks.progress_bar = {
+            "_target_": "ablate.training.callbacks.ThrottledRichProgressBar",
+            "refresh_rate": 3,
+        }
     train(cfg)
     assert calls == [2, 5, 7]  # 8 batches: every 3rd, and the last so the bar ends at 100%

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ablate.config.schema import RegConfig
 from ablate.errors import ConfigError
 from ablate.models import MLP, ConvNet, ResNet
 from ablate.models.init import apply_init
 from ablate.models.resnet import BasicBlock, survival_probabilities
-from ablate.regularization import StepRegularizers, fgsm_perturb, model_kwargs
-from ablate.run import train
-from ablate.schema import RegConfig
+from ablate.runtime.job import train
+from ablate.training.regularization import StepRegularizers, fgsm_perturb, model_kwargs
 from tests.conftest import CONFIG_DIR
 
 
@@ -244,7 +244,7 @@ def test_dropout_masks_at_rate_p_with_inverted_scaling_and_is_identity_at_eval()
 
 def test_eval_batches_are_never_augmented(make_cfg):
     cfg = make_cfg("aug=[flip,crop,noise]", "model=mlp")
-    import ablate.run as run
+    import ablate.runtime.job as run
 
     seen = {}
     original = run.ClassifierModule.on_after_batch_transfer
@@ -344,7 +344,7 @@ def test_stochastic_depth_mode_is_a_reg_knob_for_resnet_only(make_cfg):
 def test_non_finite_numbers_are_refused_naming_the_key(override, tmp_path):
     """Issue 16 item 15: reg.l2=1e400 (inf) trained and 'diverged' with advice about the LR; inf and nan are refused
     for every number of the config, the typed reg/aug knobs included."""
-    from ablate.validate import validate
+    from ablate.config.rules import validate
     from tests.conftest import compose_config
 
     key = override.split("=")[0]

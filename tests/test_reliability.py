@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.run import main, train
+from ablate.runtime.job import main, train
 from tests.conftest import read_results
 
 
@@ -85,7 +85,7 @@ def _corrupt_middle(path: Path) -> None:
 def test_a_corrupted_checkpoint_without_its_sha256_is_refused_by_every_reader(make_cfg, tmp_path, capsys):
     """No .sha256 beside it (copied elsewhere): the zip archive's own CRCs catch the damage before torch.load, which
     would load the damaged bytes as weights (resume then trained and ended "diverged")."""
-    from ablate.evaluate import main as evaluate_main
+    from ablate.evaluation.saved_runs import main as evaluate_main
     from tests.test_evaluate import _cfg as evaluate_cfg
 
     source = make_cfg("model=mlp", "model.width=16", "model.depth=1", subdir="src")

@@ -61,7 +61,7 @@ def test_run_killed_during_a_checkpoint_write_resumes_in_its_own_folder_to_the_s
     assert mid_write, "the run ended before a checkpoint write could be interrupted"
     killed = read_results(killed_dir)
     assert killed["status"] == "running"  # what the dead process left ...
-    from ablate.results import effective_status
+    from ablate.runtime.results import effective_status
 
     assert effective_status(killed) == "interrupted"  # ... and what readers are told
     assert torch.load(last, weights_only=True)["epoch"] < 3, "the kill came too late to test resuming"

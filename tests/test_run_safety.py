@@ -14,10 +14,10 @@ import lightning as L
 import pytest
 import torch
 
-from ablate.checkpoint_io import AtomicCheckpointIO, CheckpointError, checksum_path, digest, load_verified
-from ablate.results import STATUSES, effective_status
-from ablate.run import main, train
-from ablate.rundir import run_dir, stamp
+from ablate.runtime.checkpoint_io import AtomicCheckpointIO, CheckpointError, checksum_path, digest, load_verified
+from ablate.runtime.job import main, train
+from ablate.runtime.results import STATUSES, effective_status
+from ablate.runtime.rundir import run_dir, stamp
 from tests.conftest import compose_config, read_results
 
 
@@ -173,7 +173,7 @@ class _SignalAt(L.Callback):
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_the_run_interrupted_with_the_last_step_saved(make_cfg, monkeypatch, signum, code, capsys):
-    import ablate.run as run_module
+    import ablate.runtime.job as run_module
 
     original = run_module.train
     monkeypatch.setattr(
@@ -195,7 +195,7 @@ def test_a_signal_ends_the_run_interrupted_with_the_last_step_saved(make_cfg, mo
 
 
 def test_an_unexpected_error_in_a_sweep_job_is_recorded_and_the_sweep_goes_on(make_cfg, monkeypatch, capsys):
-    import ablate.run as run_module
+    import ablate.runtime.job as run_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
@@ -212,7 +212,7 @@ def test_an_unexpected_error_in_a_sweep_job_is_recorded_and_the_sweep_goes_on(ma
 def test_sweep_exit_code_is_non_zero_when_a_job_did_not_complete(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    import ablate.sweep as sweep
+    import ablate.runtime.sweep_recap as sweep
 
     for job, status in (("0", "completed"), ("1", "diverged")):
         (tmp_path / job).mkdir()

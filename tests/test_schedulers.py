@@ -7,7 +7,7 @@ import math
 import lightning as L
 import pytest
 
-from ablate.run import train
+from ablate.runtime.job import train
 
 BASE_LR = 0.1
 EPOCHS = 3
@@ -26,10 +26,12 @@ class LRRecorder(L.Callback):
 
 def record_lrs(make_cfg, monkeypatch, *overrides: str) -> list[float]:
     recorder = LRRecorder()
-    import ablate.run
+    import ablate.runtime.job
 
-    original = ablate.run._build_callbacks
-    monkeypatch.setattr(ablate.run, "_build_callbacks", lambda cfg, has_val: [*original(cfg, has_val), recorder])
+    original = ablate.runtime.job._build_callbacks
+    monkeypatch.setattr(
+        ablate.runtime.job, "_build_callbacks", lambda cfg, has_val: [*original(cfg, has_val), recorder]
+    )
     cfg = make_cfg(
         "model=mlp",
         "optimizer=sgd",
@@ -156,7 +158,7 @@ def test_onecycle_cycles_momentum_or_beta1_inversely_to_the_lr(tmp_path, optimiz
     import torch
     from hydra.utils import instantiate
 
-    from ablate.finetune import pop_backbone_lr_scale
+    from ablate.build.finetune import pop_backbone_lr_scale
     from ablate.optim import build_scheduler
     from tests.conftest import compose_config
 

@@ -22,8 +22,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from ablate.errors import ConfigError
-from ablate.sweep import recap
-from ablate.sweep_job import objective
+from ablate.runtime.sweep_objective import objective
+from ablate.runtime.sweep_recap import recap
 from hydra_plugins.ablate_optuna_sweeper.sweeper import _direction, _parse_space
 from tests.conftest import REPO, compose_config
 
@@ -255,7 +255,7 @@ def test_search_without_multirun_is_an_error() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from ablate.sweep_job import check_objective
+    from ablate.runtime.sweep_objective import check_objective
     from tests.conftest import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -293,7 +293,7 @@ def test_pruning_a_minimized_objective_stops_the_higher_curve(tmp_path: Path) ->
 
     import torch
 
-    from ablate.callbacks import OptunaPruning
+    from ablate.training.callbacks import OptunaPruning
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s", storage=storage, direction=_direction("val/loss", "auto"))
@@ -395,7 +395,7 @@ def test_recap_agrees_with_the_study_and_no_completed_trial_fails(tmp_path: Path
     """Jobs that complete without the objective: Optuna marks the trials FAIL, and so does the recap; exit 1."""
     from omegaconf import OmegaConf
 
-    from ablate import sweep
+    from ablate.runtime import sweep_recap as sweep
 
     sweeper = _fake_sweeper(tmp_path, [], monkeypatch, value_of=lambda opts: None)
     sweeper.sweep([])
@@ -459,7 +459,7 @@ def test_search_trial_resume_advice_is_the_search_command(monkeypatch) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from ablate.sweep import search_resume_advice
+    from ablate.runtime.sweep_recap import search_resume_advice
     from tests.conftest import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -478,7 +478,7 @@ def test_pruning_callback_stops_a_trial_below_the_median(tmp_path: Path) -> None
 
     import torch
 
-    from ablate.callbacks import OptunaPruning
+    from ablate.training.callbacks import OptunaPruning
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
@@ -519,7 +519,7 @@ def test_pruning_callback_stops_a_trial_below_the_median(tmp_path: Path) -> None
 def test_sweep_exit_code_counts_diverged_trials_of_a_search_as_findings(tmp_path, sweeper, statuses, code) -> None:
     from omegaconf import OmegaConf
 
-    from ablate import sweep
+    from ablate.runtime import sweep_recap as sweep
 
     for job, status in enumerate(statuses):
         (tmp_path / str(job)).mkdir()
@@ -533,7 +533,7 @@ def test_val_loss_best_is_recorded_beside_val_acc_best(make_cfg) -> None:
     """A symmetric "best epoch" objective: the lowest validation loss over the epochs, logged and in the summary."""
     import csv
 
-    from ablate.run import train
+    from ablate.runtime.job import train
 
     cfg = make_cfg("model=mlp", "model.width=16", "trainer.max_epochs=2", "test=false")
     metrics = train(cfg)["metrics"]

@@ -1,5 +1,6 @@
-"""ablate.table: results.json files -> rows per setting (typed names, pooled seeds/folds, runs counted by status),
-Welch verdicts, a paper's reference numbers, Markdown / CSV / LaTeX, bar chart and curves. Fake runs, no training."""
+"""ablate.report.table: results.json files -> rows per setting (typed names, pooled seeds/folds, runs counted by
+status), Welch verdicts, a paper's reference numbers, Markdown / CSV / LaTeX, bar chart and curves. Fake runs, no
+training."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from ablate.report import build, load_runs
 from ablate.report.render import latex_escape
-from ablate.table import main
+from ablate.report.table import main
 from tests.conftest import write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -340,7 +341,9 @@ def test_plot_and_curves_write_pngs(tmp_path, capsys):
 
 
 def test_module_runs_as_a_command():
-    proc = subprocess.run([sys.executable, "-m", "ablate.table", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.report.table", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and "--reference" in proc.stdout and "reference.yaml" in proc.stdout
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.run import main, train
+from ablate.runtime.job import main, train
 from tests.conftest import CONFIG_DIR, read_results
 
 

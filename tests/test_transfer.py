@@ -18,8 +18,8 @@ from ablate.models.init import apply_init
 from ablate.models.init_from import resolve_checkpoint
 from ablate.models.transfer import TransferNet
 from ablate.optim import build_scheduler, param_groups, scale_group_lrs
-from ablate.results import RunRecord
-from ablate.run import train
+from ablate.runtime.job import train
+from ablate.runtime.results import RunRecord
 from tests.conftest import compose_config, read_results, run_cli
 
 SMALL_CONVNET = ["model.backbone=convnet", "+model.backbone_args.channels=[8,16]", "+model.backbone_args.hidden=32"]
@@ -140,7 +140,7 @@ def test_init_from_loads_backbone_and_new_head(tmp_path: Path) -> None:
     assert results["transfer"]["head"] == "reinitialized" and results["data"]["train"] == 60
     # The fine-tuned run's checkpoint alone rebuilds it (architecture recorded, no source run needed): evaluate.py
     # re-tests it to the same accuracy after the source run is gone.
-    from ablate.evaluate import evaluate
+    from ablate.evaluation.saved_runs import evaluate
     from tests.test_evaluate import _cfg
 
     shutil.move(tmp_path / "pre", tmp_path / "pre-moved")
@@ -248,7 +248,7 @@ def test_cli_pretrained_without_weights_is_one_line(tmp_path: Path, monkeypatch)
 )
 def test_transfer_knobs_name_the_key_and_what_it_takes(override, expected, tmp_path):
     """Issue 16 item 15: these gave a traceback (backbone_lr_scale) or "cannot build model ... check `model`"."""
-    from ablate.validate import validate
+    from ablate.config.rules import validate
 
     cfg = compose_config(["model=transfer", "model.backbone=mlp", override], tmp_path)
     with pytest.raises(ConfigError) as err:

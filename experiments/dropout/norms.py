@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ablate.checkpoint_io import load_verified
 from ablate.report import load_runs
+from ablate.runtime.checkpoint_io import load_verified
 
 
 def hidden_norms(state_dict: dict[str, torch.Tensor]) -> list[torch.Tensor]:

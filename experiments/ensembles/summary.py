@@ -3,9 +3,9 @@
     python experiments/ensembles/summary.py [logs/multiruns/ensembles_fmnist] [logs/evaluations/ensembles_fmnist]
 
 Reads the runs' results.json (train.py) and the evaluations' results.json (evaluate.py) and prints one Markdown row
-per method: mean ± sample std over seeds (runs) or over ensembles (evaluations). `ablate.table` gives the per-metric
-tables; this script only adds what it does not hold: which metric names are the "ensemble" of each method, the
-paired gain, and the time: `fit_time_s` (training, validation included) and `wall_time_s - fit_time_s` (the test
+per method: mean ± sample std over seeds (runs) or over ensembles (evaluations). `ablate.report.table` gives the
+per-metric tables; this script only adds what it does not hold: which metric names are the "ensemble" of each method,
+the paired gain, and the time: `fit_time_s` (training, validation included) and `wall_time_s - fit_time_s` (the test
 pass and the ensemble's scoring), results.json fields rather than metrics.
 """
 

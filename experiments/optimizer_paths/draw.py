@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ablate.finetune import pop_backbone_lr_scale
+from ablate.build.finetune import pop_backbone_lr_scale
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")

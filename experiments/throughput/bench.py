@@ -2,7 +2,7 @@
 
     python experiments/throughput/bench.py [--epochs 4] [--repeats 2] [--models mlp convnet] [--set key=value ...]
 
-The Lightning side is ``ablate.run.train`` with the default callbacks (checkpointing, LR monitor, Rich progress
+The Lightning side is ``ablate.runtime.job.train`` with the default callbacks (checkpointing, LR monitor, Rich progress
 bar), the CSV logger and per-epoch validation; the plain side is the loop below: the same in-memory uint8 batches,
 normalization, augmentation (when --set aug=... turns it on), optimizer and parameter groups, one-cycle schedule
 and a validation pass per epoch.
@@ -37,10 +37,10 @@ from hydra.utils import instantiate
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
+from ablate.build.finetune import pop_backbone_lr_scale  # noqa: E402
 from ablate.data.augment import build_augment  # noqa: E402
-from ablate.finetune import pop_backbone_lr_scale  # noqa: E402
 from ablate.optim import param_groups  # noqa: E402
-from ablate.run import train  # noqa: E402
+from ablate.runtime.job import train  # noqa: E402
 
 
 class PlainLoop:

@@ -6,7 +6,7 @@ Part 1 counts Python function calls (Python and C) per training step with ``sys.
 steps of the second epoch. Counts are deterministic, unlike timings on a shared machine. It counts:
   - a plain PyTorch loop;
   - a bare LightningModule with manual and with automatic optimization (no callbacks, no logger, no validation);
-  - ablate's default path (``ablate.run.train``, default callbacks and logger), with two variants:
+  - ablate's default path (``ablate.runtime.job.train``, default callbacks and logger), with two variants:
     - with Lightning's ``manual_backward`` forced back on (a callback that listens to ``on_after_backward``);
     - without the precomputed step signatures.
 All of them train a tiny MLP (784-16-10) on random uint8 images, batch 128.
@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
 from ablate.data.loader import InMemoryLoader  # noqa: E402
-from ablate.module import ClassifierModule  # noqa: E402
-from ablate.profiling import NullProfiler  # noqa: E402
-from ablate.run import train  # noqa: E402
+from ablate.runtime.job import train  # noqa: E402
+from ablate.runtime.profiling import NullProfiler  # noqa: E402
+from ablate.training.module import ClassifierModule  # noqa: E402
 
 BATCH, N = 128, 54_000
 
@@ -205,7 +205,7 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.steps <= 300:
         parser.error("--steps must be in [1, 300] (counted from batch 100 of a 422-batch epoch)")
-    # Lightning sets this at import; ablate's CPU runs unset it (ablate.run), so both sides get the same probe.
+    # Lightning sets this at import; ablate's CPU runs unset it (ablate.runtime.job), so both sides get the same probe.
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     x, y = random_data()
 

@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from ablate.rundir import register_resolvers
-from ablate.schema import register_configs
+from ablate.config.schema import register_configs
+from ablate.runtime.rundir import register_resolvers
 
 register_configs()  # the typed reg/aug/init nodes that configs/train.yaml loads from Hydra's ConfigStore
 register_resolvers()  # ${ablate.run_dir:...} and friends, used by configs/hydra/default.yaml (no torch import)

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
+from ablate.config.schema import AugmentConfig
 from ablate.errors import ConfigError
-from ablate.schema import AugmentConfig
 
 __all__ = [
     "AugmentConfig",

@@ -9,11 +9,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from ablate.config.rules import effective_seed
 from ablate.data.loader import InMemoryLoader
 from ablate.data.sources import SOURCES, RawDataset, make_synthetic
 from ablate.data.splits import stratified_split
 from ablate.errors import ConfigError
-from ablate.validate import effective_seed
 
 
 class DataModule(L.LightningDataModule):

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ablate.checkpoint_io import CheckpointError, load_verified
 from ablate.errors import ConfigError
 from ablate.models.backbones import PROJECT_BACKBONES, adapt_input_conv, first_conv
+from ablate.runtime.checkpoint_io import CheckpointError, load_verified
 
 if TYPE_CHECKING:
     from ablate.models.transfer import TransferNet

@@ -2,7 +2,7 @@
 
 Weights come from torchvision's pretrained weights (``pretrained=True``: the torch hub cache under TORCH_HOME, else a
 download) and/or from one of this project's runs (``init_from``: a run dir or a checkpoint). Which parameters train is
-``finetune`` (see :mod:`ablate.finetune`): ``full``, ``head``, ``last_n`` (with ``unfreeze_last``) or ``staged``.
+``finetune`` (see :mod:`ablate.build.finetune`): ``full``, ``head``, ``last_n`` (with ``unfreeze_last``) or ``staged``.
 
 - Input channels: the backbone's stem (its first Conv2d) is rebuilt for the data's channels; loaded stem weights are
   adapted (1 channel: summed over RGB, which equals feeding the grey image repeated on 3 channels but costs a third;

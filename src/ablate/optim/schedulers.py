@@ -52,7 +52,7 @@ def cycle_lengths(total_steps: int, cycles: int, key: str = "scheduler.fn.cycles
     short (26, 26, 26, 26, 22: the final snapshot at lr 1.7e-4 of 3e-3).
 
     Every cycle needs a step: a run shorter than M steps is refused with the nearest valid lengths. (A 1-step cycle
-    trains at alpha0 only, so its snapshot is not annealed: ``ablate.ensembles.check_run_length`` warns.)
+    trains at alpha0 only, so its snapshot is not annealed: ``ablate.training.ensembles.check_run_length`` warns.)
     """
     if cycles < 1:
         raise ConfigError(f"{key} must be an integer >= 1, got {cycles}")

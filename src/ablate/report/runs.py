@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from ablate.errors import ConfigError
-from ablate.results import STALE_AFTER_S, effective_status
+from ablate.runtime.results import STALE_AFTER_S, effective_status
 
 # Overrides that change where or how a run is logged, not what it trains. A key matches an entry when it is the entry
 # or lies under it (``paths.log_dir`` under ``paths``; ``hydra/launcher`` under ``hydra``).

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ablate import metric_registry
+from ablate.config import metric_registry
 from ablate.errors import ConfigError
 from ablate.report.runs import NON_SETTING_KEYS, STATUSES, Run, matches_over, normalize, override_key
 

@@ -13,7 +13,7 @@ class AblateOptunaSweeperConf:
     sampler: str = "tpe"
     seed: int = 0
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    # The value train.py returns; ablate.metric_registry gives its direction (auto) unless `direction` is
+    # The value train.py returns; ablate.config.metric_registry gives its direction (auto) unless `direction` is
     # minimize/maximize. A metric the recipe does not write is refused before the first trial.
     metric: str = "${oc.select:optimized_metric,val/acc_best}"
     direction: str = "auto"

@@ -39,10 +39,10 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from ablate import metric_registry
+from ablate.config import metric_registry
 from ablate.errors import ConfigError
-from ablate.results import pid_alive
-from ablate.sweep import SEARCH_COMMAND_ENV
+from ablate.runtime.results import pid_alive
+from ablate.runtime.sweep_recap import SEARCH_COMMAND_ENV
 
 if TYPE_CHECKING:
     import optuna
@@ -159,7 +159,7 @@ def _select(config: DictConfig, key: str) -> Any:
 
 def recipe_metrics(config: DictConfig, space: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(per-epoch, end-of-run) validation metrics that the search's jobs write; [] without a validation split."""
-    from ablate.validate import _has_validation
+    from ablate.config.rules import _has_validation
 
     data = {k: _select(config, f"data.{k}") for k in ("val_size", "num_folds")}
     if not _has_validation(data, {"limit_val_batches": _select(config, "trainer.limit_val_batches")}):
@@ -331,7 +331,7 @@ class AblateOptunaSweeper(Sweeper):
         except SearchError as err:  # the project's convention: one line, exit code 2, nothing written
             print(str(err), file=sys.stderr)
             sys.exit(2)
-        except ConfigError as err:  # a rule of the rule book (ablate.validate.SEARCH_RULES)
+        except ConfigError as err:  # a rule of the rule book (ablate.config.rules.SEARCH_RULES)
             print(f"error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
 
@@ -339,7 +339,7 @@ class AblateOptunaSweeper(Sweeper):
         import optuna
 
         assert self.config is not None and self.launcher is not None
-        from ablate.validate import validate_search
+        from ablate.config.rules import validate_search
 
         p = validate_search(self.params)  # n_trials, n_jobs, repeats, ...: before anything is composed or written
         sampler_name = str(p.get("sampler", "tpe"))
@@ -477,7 +477,7 @@ class AblateOptunaSweeper(Sweeper):
     def _report_best(
         study: optuna.Study, metric: str, sweep_dir: Path, fixed: list[str], base_seed: int, jobs_per_trial: int
     ) -> None:
-        from ablate.sweep import record_search_trials
+        from ablate.runtime.sweep_recap import record_search_trials
 
         record_search_trials(sweep_dir, trial_statuses(study))  # the recap and exit code follow Optuna's states
         try:

@@ -109,7 +109,9 @@ class StopAtSafePoint(L.Callback):
             return
         if done % max(int(getattr(pl_module, "accumulate_grad_batches", 1)), 1):
             return  # inside a gradient accumulation window: the summed gradients are in no checkpoint
-        write_last = getattr(trainer.checkpoint_callback, "write_last", None)  # ablate.callbacks.ModelCheckpoint
+        write_last = getattr(
+            trainer.checkpoint_callback, "write_last", None
+        )  # ablate.training.callbacks.ModelCheckpoint
         if write_last is not None:
             write_last(trainer)
         self._check()
@@ -126,7 +128,7 @@ def requeue_slurm_job() -> None:
     """``scontrol requeue`` this job, as Lightning's auto-requeue does; the new start resumes this run's folder."""
     import subprocess
 
-    from ablate.results import slurm_job_id
+    from ablate.runtime.results import slurm_job_id
 
     job = slurm_job_id()
     if not job:

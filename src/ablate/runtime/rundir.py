@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from ablate.results import effective_status, load_results, slurm_job_id
+from ablate.runtime.results import effective_status, load_results, slurm_job_id
 
 
 def stamp() -> str:

@@ -1,7 +1,7 @@
 """Resuming from ``ckpt_path``: which folder the run continues in, and which settings may change.
 
 - An interrupted run (status ``interrupted``, or ``running`` with its process gone) continues in its own folder:
-  the run-folder resolver (ablate.rundir) already chose that folder, its ``results.json`` goes on to its final
+  the run-folder resolver (ablate.runtime.rundir) already chose that folder, its ``results.json`` goes on to its final
   status, and ``resumes`` lists each continuation (time, its overrides, the checkpoint).
 - Anything else (a finished run, a checkpoint outside a run folder, an explicit ``hydra.run.dir``) continues in a
   new folder: the source checkpoints are copied there first, so the old folder is only ever read. The new run's
@@ -22,9 +22,9 @@ from typing import Any
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.checkpoint_io import checksum_path, load_verified, verify
 from ablate.errors import ConfigError
-from ablate.rundir import checkpoint_run, status_of
+from ablate.runtime.checkpoint_io import checksum_path, load_verified, verify
+from ablate.runtime.rundir import checkpoint_run, status_of
 
 # Settings that do not change what is trained (prefixes of dotted keys); everything else is fixed by the checkpoint.
 MAY_CHANGE = (
@@ -136,7 +136,7 @@ def plan(cfg: DictConfig, output_dir: Path, rank_zero: bool = True) -> ResumePla
     """
     source = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     if source is None:
-        # A run started in an interrupted run's folder (a SLURM requeue: ablate.rundir chose it) continues it.
+        # A run started in an interrupted run's folder (a SLURM requeue: ablate.runtime.rundir chose it) continues it.
         if status_of(Path(output_dir)) != "interrupted":
             return None
         source = Path(output_dir) / "checkpoints" / "last.ckpt"

@@ -99,9 +99,9 @@ def better(a: float, b: float, metric: str) -> bool:
 # The module logs these after every validation epoch (so checkpoints, early stopping, plateau schedules and the
 # pruner can watch them); ``_best`` is the best value so far.
 PER_EPOCH_VAL = ("val/loss", "val/acc", "val/acc_best", "val/loss_best")
-# Averages scored on every validation epoch as well (ablate.ensembles.averaging: EMA's ``log_per_epoch``).
+# Averages scored on every validation epoch as well (ablate.training.ensembles.averaging: EMA's ``log_per_epoch``).
 PER_EPOCH_VARIANTS = {"ema": ("val/loss_ema", "val/acc_ema", "val/acc_ema_best")}
-# ablate.ensembles.ensemble_metrics scores each collected model once after training, with evaluation's
+# ablate.training.ensembles.ensemble_metrics scores each collected model once after training, with evaluation's
 # classification_metrics (acc, nll, ece; acc_top5 only with more than 5 classes).
 _END_OF_RUN_BASES = ("acc", "nll", "ece", "acc_top5")
 END_OF_RUN_VARIANTS = {"ema": ("ema",), "swa": ("swa",), "snapshot": ("snapshot_ens",), "nocycle": ("snapshot_ens",)}

@@ -5,9 +5,9 @@
   runs, into ``error: <what>; <what to do>`` and exit code 2. Exceptions raised inside the task function are never
   reformatted here (they are either AblateErrors, handled by the task, or bugs, which keep their traceback).
   ``HYDRA_FULL_ERROR=1`` in the environment turns this off and shows Hydra's full traces.
-- ``check_job(cfg)`` validates the composed config before torch is imported (``ablate.validate``).
+- ``check_job(cfg)`` validates the composed config before torch is imported (``ablate.config.rules``).
 
-Torch-free, like ``ablate.validate``.
+Torch-free, like ``ablate.config.rules``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ablate.config.rules import resolve, validate
 from ablate.errors import AblateError, ConfigError
-from ablate.validate import resolve, validate
 
 _IN_TASK = "_ablate_raised_in_task"
 GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic"
@@ -73,7 +73,7 @@ def record_failure(cfg: DictConfig, overrides: list[str], message: str) -> Path 
         config = resolve(cfg)
     except ConfigError:
         config = OmegaConf.to_container(cfg, resolve=False)  # type: ignore[assignment]
-    from ablate.results import RunRecord  # torch-free too
+    from ablate.runtime.results import RunRecord  # torch-free too
 
     record = RunRecord(output_dir, config, overrides, seed=config.get("seed"))  # type: ignore[union-attr]
     record.finish("failed", message)

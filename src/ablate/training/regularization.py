@@ -18,9 +18,9 @@ from hydra.utils import get_class
 from torch import nn
 from torch.func import functional_call
 
+from ablate.config.schema import RegConfig
 from ablate.errors import ConfigError, require_probability
 from ablate.layers import add_gradient_noise_, apply_max_norm_, convert_to_dropconnect, gradient_noise_std
-from ablate.schema import RegConfig
 
 # reg knob -> (model constructor argument, value that means "off", models that accept it)
 MODEL_KNOBS: dict[str, tuple[str, Any, str]] = {

@@ -1,6 +1,6 @@
 """Checks that need the built model or torch: the optimizer and scheduler are built once on a throwaway copy.
 
-Checks of single values and of contradictions between keys live in ``ablate.validate`` (torch-free, run first)."""
+Checks of single values and of contradictions between keys live in ``ablate.config.rules`` (torch-free, run first)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from ablate.ensembles import check_run_length as check_ensemble
 from ablate.errors import ConfigError
 from ablate.optim import build_scheduler
 from ablate.optim.schedulers import cyclic_end_warning
+from ablate.training.ensembles import check_run_length as check_ensemble
 
 
 def check_optimization(
@@ -65,7 +65,7 @@ def planned_steps(cfg: DictConfig, batches_per_epoch: int, accumulate: int) -> t
 
 def check_run_length(cfg: DictConfig, batches_per_epoch: int, accumulate: int) -> list[str]:
     """Checks that need the run's length, before training: the ensemble's (snapshot cycles that fit, an EMA that
-    updates at all; ``ablate.ensembles.check_run_length``) and a cyclic LR that ends mid-cycle (a warning).
+    updates at all; ``ablate.training.ensembles.check_run_length``) and a cyclic LR that ends mid-cycle (a warning).
     Returns warnings, one line each, for results.json's ``warnings``."""
     steps, epochs = planned_steps(cfg, batches_per_epoch, accumulate)
     warnings = check_ensemble(cfg, steps)

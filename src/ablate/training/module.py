@@ -16,10 +16,10 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from ablate.errors import DivergedError
-from ablate.evaluation import average_probabilities, classification_metrics
-from ablate.metrics import ClassificationStats
 from ablate.optim import build_scheduler, param_groups, scale_group_lrs
-from ablate.regularization import StepRegularizers
+from ablate.training.regularization import StepRegularizers
+from ablate.training.scoring import average_probabilities, classification_metrics
+from ablate.training.step_metrics import ClassificationStats
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 MID_EPOCH_KEY = "ablate_mid_epoch"  # checkpoint entry written only by a checkpoint saved inside a training epoch
@@ -220,7 +220,9 @@ class ClassifierModule(L.LightningModule):
         if not self.scheduler_monitor:
             scheduler.step()
             return
-        scheduler.step(metrics[self.scheduler_monitor.removeprefix(f"{stage}/")])  # names checked in ablate.validate
+        scheduler.step(
+            metrics[self.scheduler_monitor.removeprefix(f"{stage}/")]
+        )  # names checked in ablate.config.rules
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stats: ClassificationStats) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -268,7 +270,8 @@ class ClassifierModule(L.LightningModule):
             self._test_single_pass.append(first.float())
 
     def on_test_epoch_end(self) -> None:
-        """test/loss from the lean counters; test/acc, acc_top5, nll, ece (and per class) from ablate.evaluation."""
+        """test/loss from the lean counters; test/acc, acc_top5, nll, ece (and per class) from
+        ablate.training.scoring."""
         loss = self._reduced_stats(self.test_stats)["loss"]
         if not self._test_outputs:  # no test batch on this rank (e.g. limit_test_batches=0)
             return

@@ -11,7 +11,7 @@ from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedColumn
 
-from ablate import metric_registry
+from ablate.config import metric_registry
 
 
 def monitor_mode(monitor: str | None, mode: str | None) -> str:
@@ -29,8 +29,8 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
     the class keeps Lightning's name, so the key, and checkpoints, stay exactly Lightning's.
 
 
-    Two fixes on top, both through Lightning's own saving methods (and ``write_last``, which ablate.interrupt calls to
-    save ``last.ckpt`` mid-epoch when a signal stops training):
+    Two fixes on top, both through Lightning's own saving methods (and ``write_last``, which ablate.runtime.interrupt
+    calls to save ``last.ckpt`` mid-epoch when a signal stops training):
 
     - ``last.ckpt`` after every epoch. Lightning 2.6 rewrites it only in steps where a top-k checkpoint was also
       saved, so after an epoch that did not improve the monitored metric, ``last.ckpt`` held an older epoch (and a
@@ -56,7 +56,7 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
         self._last_written_step = trainer.global_step
 
     def write_last(self, trainer: L.Trainer) -> None:
-        """``last.ckpt`` now, unless it already holds this step (also mid-epoch: ablate.interrupt's stop)."""
+        """``last.ckpt`` now, unless it already holds this step (also mid-epoch: ablate.runtime.interrupt's stop)."""
         if not self.save_last or self._last_written_step == trainer.global_step:
             return
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != "fit":
@@ -83,7 +83,7 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
 
 
 class EarlyStopping(callbacks.EarlyStopping):
-    """Lightning's EarlyStopping with ``mode`` null meaning the monitor's direction (ablate.metric_registry)."""
+    """Lightning's EarlyStopping with ``mode`` null meaning the monitor's direction (ablate.config.metric_registry)."""
 
     def __init__(self, monitor: str, mode: str | None = None, **kwargs: Any) -> None:
         super().__init__(monitor=monitor, mode=monitor_mode(monitor, mode), **kwargs)
@@ -212,8 +212,8 @@ class OptunaPruning(L.Callback):
     it the callback does nothing. After each validation epoch it reports ``monitor`` (``${optimized_metric}`` in
     configs/hparams_search/random.yaml) as the trial's intermediate value and asks the pruner (median rule: stop when
     this epoch's value is worse than the median of earlier trials at the same epoch, "worse" in the study's direction,
-    which the sweeper took from ablate.metric_registry). A pruned run stops like an early-stopped one and keeps its
-    results.json; the sweeper reads ``pruned_at_epoch`` from the trial and tells it PRUNED. optuna-integration's
+    which the sweeper took from ablate.config.metric_registry). A pruned run stops like an early-stopped one and keeps
+    its results.json; the sweeper reads ``pruned_at_epoch`` from the trial and tells it PRUNED. optuna-integration's
     PyTorchLightningPruningCallback needs the Trial object of the sweeper's process; this one reattaches to the
     stored trial instead. Single-process runs only (under DDP only rank 0 would stop).
     """

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ablate.metrics import ClassificationStats
+from ablate.training.step_metrics import ClassificationStats
 
 
 def warmup_decay(decay: float, update: int, warmup: bool = True) -> float:
@@ -227,7 +227,7 @@ class SWA(_RawWeightsAveraging):
     """Stochastic weight averaging: the equal-weight average of the weights at the end of each epoch (after its last
     optimizer step) from ``start_epoch`` on. Buffers are not averaged (``use_buffers=False``); the BN statistics of
     the averaged weights are recomputed with ``torch.optim.swa_utils.update_bn`` before it is scored
-    (``ablate.ensembles.swa_model_with_bn``)."""
+    (``ablate.training.ensembles.swa_model_with_bn``)."""
 
     variant = "swa"
 

@@ -3,7 +3,7 @@
 Each member is rebuilt from its checkpoint alone (``ablate_config`` = the resolved run config, weights loaded with
 ``weights_only=True``) by the same builders as training, and predicts the official test split once per variant:
 plain (the run's own test, FMP repeats included), MC dropout (``eval.mc_samples``) and flip TTA (``eval.tta``).
-The ensemble averages the members' predictions with ``ablate.evaluation.average_probabilities``, the code every
+The ensemble averages the members' predictions with ``ablate.training.scoring.average_probabilities``, the code every
 other ensemble uses. Nothing is written into the runs' folders: outputs go to this command's own folder, and only
 once every input has been checked.
 """
@@ -22,9 +22,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.checkpoint_io import load_verified
+from ablate.config.rules import validate_evaluate
+from ablate.config.schema import InitConfig, RegConfig, typed
 from ablate.data.loader import InMemoryLoader
-from ablate.ensembles.members import (
+from ablate.errors import AblateError, ConfigError
+from ablate.evaluation.ensemble_report import plot_curve, write_markdown
+from ablate.evaluation.members import (
     TIE_BREAK,
     Candidate,
     check_compatible,
@@ -36,9 +39,9 @@ from ablate.ensembles.members import (
     warn,
     within_setting,
 )
-from ablate.ensembles.report import plot_curve, write_markdown
-from ablate.errors import AblateError, ConfigError
-from ablate.evaluation import (
+from ablate.runtime.checkpoint_io import load_verified
+from ablate.training.module import ClassifierModule
+from ablate.training.scoring import (
     average_probabilities,
     averaged_log_probs,
     classification_metrics,
@@ -47,9 +50,6 @@ from ablate.evaluation import (
     named,
     predict,
 )
-from ablate.module import ClassifierModule
-from ablate.schema import InitConfig, RegConfig, typed
-from ablate.validate import validate_evaluate
 
 # data.* keys that shape only the training/validation part, never the official test split.
 TRAIN_SPLIT_KEYS = ("batch_size", "eval_batch_size", "val_size", "num_folds", "fold", "split_seed", "train_subset",
@@ -79,7 +79,7 @@ def _checkpoint_typed(node: Any, schema: type) -> Any:
 
 def load_member(candidate: Candidate, weights: str | None, device: torch.device, data_cache: dict) -> Member:
     """Rebuild the run's model and data from its checkpoint (read only) and load the weights it tested."""
-    from ablate.run import build_datamodule, build_model  # the same builders as training
+    from ablate.runtime.job import build_datamodule, build_model  # the same builders as training
 
     path, which = checkpoint_for(candidate, weights)
     checkpoint = load_verified(path)  # sha256 check, then torch.load(weights_only=True); errors in one line
@@ -161,7 +161,8 @@ def score(probs: torch.Tensor, targets: torch.Tensor, num_classes: int, variant:
 
 
 def _check_options(cfg: DictConfig) -> list[str]:
-    """Every key checked (the rule book, ablate.validate) before any file is read; returns the prediction variants."""
+    """Every key checked (the rule book, ablate.config.rules) before any file is read; returns the prediction
+    variants."""
     validate_evaluate(cfg)
     check_selection_metric(str(cfg.metric))
     return [PLAIN] + ([MC] if cfg.eval.mc_samples else []) + ([TTA] if cfg.eval.tta else [])

@@ -147,7 +147,7 @@ def load_verified(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the ``.*.tmp`` files a killed writer left in ``folder`` (only files of processes that are gone)."""
-    from ablate.results import pid_alive
+    from ablate.runtime.results import pid_alive
 
     removed = []
     folder = Path(folder)

@@ -4,7 +4,7 @@
 any job failed, diverged or was interrupted; in a hyperparameter search only when a trial failed (crashed or was
 misconfigured): diverged trials are part of what a search finds.
 
-Hydra's basic launcher runs the jobs in this process, and each job's ``ablate.run.main`` records its status in
+Hydra's basic launcher runs the jobs in this process, and each job's ``ablate.runtime.job.main`` records its status in
 ``results.json`` and returns (a failed job does not stop the sweep). ``SweepExitCode`` reads those files after
 the last job (``on_multirun_end``, so it works for any launcher whose jobs write into the sweep folder) and
 ``train.py`` exits with ``exit_code()`` once Hydra returns: after every recap printed by other callbacks, whatever
@@ -24,7 +24,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from ablate.rundir import status_of
+from ablate.runtime.rundir import status_of
 
 _EXIT_CODE = 0
 SEARCH_COMMAND_ENV = "ABLATE_SEARCH_COMMAND"  # the command that started the running search (set by its sweeper)

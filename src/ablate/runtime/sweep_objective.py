@@ -5,7 +5,8 @@
 - ``divide_threads``: torch threads per job, so jobs that run at once (hydra/launcher=joblib) share the cores
   instead of each starting one thread per core and fighting over them.
 
-What the sweep says when it ends (recap, exit code) is in ``ablate.sweep``. Imports no torch at module level.
+What the sweep says when it ends (recap, exit code) is in ``ablate.runtime.sweep_recap``. Imports no torch at module
+level.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 
 from omegaconf import DictConfig
 
-from ablate import metric_registry
+from ablate.config import metric_registry
 from ablate.errors import ConfigError
 
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate import metric_registry
+from ablate.config import metric_registry
+from ablate.config.rules import EVALUATE_RULES, check_value
 from ablate.errors import ConfigError
 from ablate.report.runs import Run, load_runs, normalize
-from ablate.validate import EVALUATE_RULES, check_value
 
 SETTING_VARIES = ("seed", "bootstrap_seed", "fold")  # what the members of one setting differ in
 TIE_BREAK = "val/loss"  # lower wins among runs tied on the selection metric; then the run folder, natural order

@@ -26,32 +26,32 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelSummary, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ablate import metric_registry
-from ablate import resume as resuming
-from ablate.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
-from ablate.cli import hydra_overrides, record_failure
-from ablate.config_checks import check_optimization, check_run_length, is_lbfgs, optimizer_stepping
-from ablate.console import quiet_job, quiet_lightning
+from ablate.build.finetune import finetune_callbacks, pop_backbone_lr_scale
+from ablate.config import metric_registry
+from ablate.config.object_checks import check_optimization, check_run_length, is_lbfgs, optimizer_stepping
+from ablate.config.rules import effective_seed, validate
+from ablate.config.schema import AugmentConfig, InitConfig, RegConfig, typed
 from ablate.data.augment import build_augment
-from ablate.ensembles import build_callbacks as build_ensemble_callbacks
-from ablate.ensembles import ensemble_metrics, ensemble_summary
 from ablate.errors import AblateError, ConfigError, DivergedError
-from ablate.finetune import finetune_callbacks, pop_backbone_lr_scale
-from ablate.history import History
-from ablate.interrupt import STATE as SIGNALS
-from ablate.interrupt import RunInterrupted, StopAtSafePoint
-from ablate.interrupt import install as install_signal_handlers
-from ablate.interrupt import restore as restore_signal_handlers
-from ablate.loggers import log_final_hparams
 from ablate.models.init import apply_init
-from ablate.module import ClassifierModule
-from ablate.profiling import NullProfiler
-from ablate.regularization import StepRegularizers, apply_dropconnect, check_reg, model_kwargs
-from ablate.results import RunRecord
-from ablate.rundir import check_folder
-from ablate.schema import AugmentConfig, InitConfig, RegConfig, typed
-from ablate.sweep_job import check_objective, divide_threads, objective
-from ablate.validate import effective_seed, validate
+from ablate.runtime import resume as resuming
+from ablate.runtime.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
+from ablate.runtime.cli import hydra_overrides, record_failure
+from ablate.runtime.console import quiet_job, quiet_lightning
+from ablate.runtime.history import History
+from ablate.runtime.interrupt import STATE as SIGNALS
+from ablate.runtime.interrupt import RunInterrupted, StopAtSafePoint
+from ablate.runtime.interrupt import install as install_signal_handlers
+from ablate.runtime.interrupt import restore as restore_signal_handlers
+from ablate.runtime.loggers import log_final_hparams
+from ablate.runtime.profiling import NullProfiler
+from ablate.runtime.results import RunRecord
+from ablate.runtime.rundir import check_folder
+from ablate.runtime.sweep_objective import check_objective, divide_threads, objective
+from ablate.training.ensembles import build_callbacks as build_ensemble_callbacks
+from ablate.training.ensembles import ensemble_metrics, ensemble_summary
+from ablate.training.module import ClassifierModule
+from ablate.training.regularization import StepRegularizers, apply_dropconnect, check_reg, model_kwargs
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -125,7 +125,7 @@ def _final_lrs(trainer: L.Trainer) -> dict[str, float]:
 def build_datamodule(cfg: DictConfig) -> Any:
     """The run's data, loaded and split (also used by evaluate.py to rebuild a run from its checkpoint config)."""
     datamodule = _instantiate(cfg.data, "data")
-    datamodule.shuffle_seed = effective_seed(cfg.seed)  # any integer is a seed (ablate.validate)
+    datamodule.shuffle_seed = effective_seed(cfg.seed)  # any integer is a seed (ablate.config.rules)
     datamodule.prepare()
     return datamodule
 
@@ -339,7 +339,7 @@ def _print_summary(summary: dict[str, Any], run_dir: Path, job: list[str] | None
         line += f"  (snapshot_ens: last {ensemble['members']} of {len(ensemble['snapshots'])}, m chosen on val)"
     timing = f"epochs={summary['epochs']}  fit={summary['fit_time_s']:.1f}s"
     if job is not None:  # a search's sweeper prints its own line per trial
-        from ablate.sweep import in_search, job_line
+        from ablate.runtime.sweep_recap import in_search, job_line
 
         if not in_search():
             print(job_line(job, f"{line}  {timing}"), flush=True)
@@ -348,7 +348,7 @@ def _print_summary(summary: dict[str, Any], run_dir: Path, job: list[str] | None
 
 
 def _in_search() -> bool:
-    from ablate.sweep import in_search
+    from ablate.runtime.sweep_recap import in_search
 
     return in_search()
 
@@ -374,7 +374,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def _sweep_interrupted(sweep_dir: Path, signum: int) -> str:
-    from ablate.sweep import interrupted_message
+    from ablate.runtime.sweep_recap import interrupted_message
 
     return interrupted_message(sweep_dir, signum)
 
@@ -472,14 +472,14 @@ def _interrupted(record: RunRecord, output_dir: Path, signum: int, is_rank_zero:
     last = output_dir / "checkpoints" / "last.ckpt"
     args = " ".join(shlex.quote(o) for o in record.data.get("overrides", []))
     how = f"python train.py {args} ckpt_path={last}".replace("  ", " ") if last.is_file() else "no checkpoint saved"
-    from ablate.sweep import search_resume_advice
+    from ablate.runtime.sweep_recap import search_resume_advice
 
     how = search_resume_advice() or how  # a search trial: rerun the search (a lone trial command would need -m)
     message = f"interrupted by {signal.Signals(signum).name}; resume: {how}"
     if is_rank_zero:
         record.finish("interrupted", message)
     print(f"error: {message}\nresults: {record.path} (status: interrupted)", file=sys.stderr)
-    from ablate.interrupt import requeue_signal, requeue_slurm_job
+    from ablate.runtime.interrupt import requeue_signal, requeue_slurm_job
 
     if signum == requeue_signal():
         requeue_slurm_job()

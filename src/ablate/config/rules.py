@@ -25,9 +25,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ablate import metric_registry
+from ablate.config import metric_registry
+from ablate.config.schema import AugmentConfig
 from ablate.errors import ConfigError
-from ablate.schema import AugmentConfig
 
 SEED_MODULUS = 2**32  # numpy / Lightning / scikit-learn seeds live in [0, 2**32)
 # What the module logs per epoch and a scheduler or callback may monitor; extend it with any new logged metric.
@@ -195,7 +195,7 @@ RULES: dict[str, Rule] = {
     "scheduler.fn.milestones": Rule(list, "[3,5]", item=integer(3, low=1)),
     "scheduler.fn.fractions": Rule(list, "[0.5,0.75]", item=fraction(0.5, low_open=True)),
     "scheduler.fn.patience": integer(2, low=0),
-    # plateau: null = the monitor's direction (ablate.metric_registry)
+    # plateau: null = the monitor's direction (ablate.config.metric_registry)
     "scheduler.fn.mode": choice("min", "max", "triangular", "triangular2", "exp_range", nullable=True),
     "scheduler.fn.eta_min": number(0.0, low=0),
     "scheduler.fn.base_lr": number(0.0001, low=0),
@@ -226,7 +226,7 @@ RULES: dict[str, Rule] = {
     # callbacks (Lightning's names; other callbacks' keys are checked by their constructors)
     "callbacks.early_stopping.monitor": choice(*MONITORABLE),
     "callbacks.model_checkpoint.monitor": choice(*MONITORABLE, nullable=True),
-    # null: the monitor's direction (ablate.metric_registry), filled in by _derive_modes
+    # null: the monitor's direction (ablate.config.metric_registry), filled in by _derive_modes
     "callbacks.early_stopping.mode": choice("min", "max", nullable=True),
     "callbacks.model_checkpoint.mode": choice("min", "max", nullable=True),
     "callbacks.early_stopping.patience": integer(3, low=0),
@@ -535,7 +535,7 @@ def _derive_modes(cfg: DictConfig, plain: dict[str, Any]) -> list[str]:
             continue
         better = "lower" if wanted == "min" else "higher"
         message = (
-            f"{mode_key}={mode} contradicts monitor {monitor} ({better} is better, ablate.metric_registry); "
+            f"{mode_key}={mode} contradicts monitor {monitor} ({better} is better, ablate.config.metric_registry); "
             f"use {mode_key}={wanted}, or leave it null to follow the monitor"
         )
         if mode_key != "callbacks.model_checkpoint.mode":
@@ -652,7 +652,8 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 def validate_evaluate(cfg: DictConfig) -> None:
     """evaluate.py's keys against EVALUATE_RULES (numeric strings coerced in place), the device's spelling and the
-    run list. Whether the device exists is asked of torch by ablate.evaluate, still before any model is loaded."""
+    run list. Whether the device exists is asked of torch by ablate.evaluation.saved_runs, still before any model is
+    loaded."""
     plain = resolve(cfg)
     for key, rule in EVALUATE_RULES.items():
         node: Any = plain

@@ -3,7 +3,7 @@
 ``build_callbacks(cfg)`` turns the group into Lightning callbacks (none for ``ensemble=none``: nothing per step);
 ``ensemble_metrics(...)`` scores what they collected after ``trainer.test``, as ``val/*_<variant>`` and
 ``test/*_<variant>`` metrics beside the raw model's ``val/acc`` / ``test/acc``. Scoring and probability averaging live
-in ``ablate.evaluation``, so every kind of ensemble is scored by one code path.
+in ``ablate.training.scoring``, so every kind of ensemble is scored by one code path.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from ablate.checkpoint_io import load_verified
 from ablate.data.loader import InMemoryLoader
-from ablate.ensembles.averaging import EMA, SWA, eval_logits, initial_weight_share, planned_updates
-from ablate.ensembles.snapshot import SnapshotCollector, snapshot_steps
 from ablate.errors import ConfigError
-from ablate.evaluation import average_probabilities, classification_metrics, named, predict
 from ablate.optim.schedulers import swa_start_index
+from ablate.runtime.checkpoint_io import load_verified
+from ablate.training.ensembles.averaging import EMA, SWA, eval_logits, initial_weight_share, planned_updates
+from ablate.training.ensembles.snapshot import SnapshotCollector, snapshot_steps
+from ablate.training.scoring import average_probabilities, classification_metrics, named, predict
 
 __all__ = [
     "AUTO",
@@ -257,7 +257,7 @@ def _snapshot_metrics(callback: SnapshotCollector, module: Any, splits: dict[str
             if stage == "val":  # the tie-break of members=auto
                 metrics[f"val/nll_snapshot_ens{m}"] = scored["nll"]
     members = callback.members or len(paths)
-    if members == AUTO:  # chosen on validation only (ablate.validate refuses auto without a validation split)
+    if members == AUTO:  # chosen on validation only (ablate.config.rules refuses auto without a validation split)
         if "val" not in splits:
             raise ConfigError("ensemble.members=auto chooses on validation; set data.val_size > 0 or ensemble.members")
         sizes = range(1, len(paths) + 1)

@@ -1,0 +1,275 @@
+"""Runs -> tables and figures: group results.json files by setting, report mean ± std over seeds (or folds).
+
+    python -m ablate.table logs/multiruns/<dir> [<dir> ...] [--metrics train/acc test/acc gap] [--format md|csv|latex]
+        [--over seed,fold] [--baseline "reg=none"] [--baseline-metric test/acc] [--alpha 0.05]
+        [--row-metric "ensemble=swa:test/acc_swa" ...]
+        [--reference experiments/<name>/reference.yaml] [--plot bars.png] [--curves curves.png] [--out table.md]
+
+Rows: one per setting, named by its overrides as typed (``optimizer.lr=1e9``; a long float with 4 significant digits,
+``optimizer.lr=0.003162``), minus the keys in ``--over`` (pooled; ``fold`` matches ``data.fold``), minus overrides
+every run shares and keys that are not settings (``ckpt_path``, ``hydra.*``, ``paths.*``, logging switches). A key
+that some runs set and others left at its default is named in both (``ensemble=none`` beside ``ensemble=swa``), so
+several folders (one per sweep) make one table. With --baseline, the baseline row comes first. Only completed runs are
+averaged; failed, diverged, interrupted (killed, or a stale heartbeat) and still-running runs are counted per row.
+``gap`` is train/acc - test/acc. Default metrics: train/acc, test/acc, gap, and test/nll, test/ece where recorded
+(calibration can move against accuracy, e.g. under label smoothing).
+
+Units: accuracies (names with ``acc``, and gap) in %, other metrics as recorded; CSV holds raw values (fractions),
+one column per statistic (<metric>_mean, _std, _n). n = 1 has no ± and no verdict.
+
+--baseline: each row gets better / worse / n.s. from Welch's t-test (unequal variances, two-sided) of
+--baseline-metric (default: the first --metrics given, else test/acc) against the baseline row, at level --alpha.
+In a factorial sweep a baseline may fix only some keys: ``--baseline reg=none`` beside ``model.activation=relu,tanh``
+compares each row with the ``reg=none`` row of the same activation (per-group baselines).
+--row-metric SETTING:METRIC (repeatable) tests that row's METRIC instead, against the baseline's --baseline-metric:
+an ensemble or weight average is judged by its own accuracy, e.g. ``--baseline ensemble=none --row-metric
+"ensemble=swa:test/acc_swa"`` (the SWA average vs plain SGD); the verdict names the metric it tested. The baseline
+may come from another folder: ``python -m ablate.table <plain sweep> <swa sweep> --baseline ensemble=none
+--row-metric "ensemble=swa:test/acc_swa"``.
+
+--reference: a YAML file of a paper's numbers, joined by setting, with a difference column (ours - paper):
+    source: "Huang et al. 2017, Table 1, p. 6"
+    metric: test/acc                         # the metric of bare numbers below (default test/acc)
+    rows:
+      "ensemble=snapshot": {test/acc: 0.9448}
+      "ensemble=none": 0.9312
+Accuracies as fractions, like results.json. ``rows`` may also be a list of {setting: ..., <metric>: ...}.
+
+--plot: bar chart of --plot-metric (default: the baseline metric) with ±std error bars, the baseline bar grey and
+hatched. Its axis starts at 0; an accuracy axis is zoomed only when some row differs significantly from its baseline,
+and then the figure says "axis starts at X" beside a broken-axis mark. --curves: --curve-metric (default val/acc) per
+epoch from each run's history.csv, mean and ±std band per setting.
+
+Every option is checked before any run is read: a bad value is one line on stderr naming the option, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ablate.config.metric_registry import is_known, parse
+from ablate.errors import ConfigError
+
+DEFAULT_METRICS = ["train/acc", "test/acc", "gap", "test/nll", "test/ece"]  # those the runs recorded
+CURVE_COLUMNS = ("lr", "time")  # history.csv columns beside the metrics (ablate.runtime.history)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``error: argument --alpha: ...``) and exit code 2, like ConfigError."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; see python -m ablate.table --help", file=sys.stderr)
+        sys.exit(ConfigError.exit_code)
+
+
+def _number(what: str, example: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if math.isnan(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}; e.g. {example}")
+        return value
+
+    return convert
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m ablate.table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("root", type=Path, nargs="+", help="folders holding results.json files (a run, a multirun, several)")
+    p.add_argument("--metrics", nargs="+", help=f"metrics to show (default: {' '.join(DEFAULT_METRICS)}, if recorded)")
+    p.add_argument("--format", choices=["md", "csv", "latex"], default="md")
+    p.add_argument("--over", default="seed", help="comma-separated keys pooled within a row (default: seed)")
+    p.add_argument("--baseline", help="the setting to compare against, as typed, e.g. 'reg=none'")
+    p.add_argument("--baseline-metric", help="metric of the t-test (default: first --metrics given, else test/acc)")
+    p.add_argument(
+        "--row-metric",
+        action="append",
+        default=[],
+        metavar="SETTING:METRIC",
+        help="test this setting's METRIC against the baseline's metric (repeatable), e.g. 'ensemble=swa:test/acc_swa'",
+    )
+    p.add_argument(
+        "--alpha",
+        type=_number("a number in (0, 1)", "--alpha 0.05", lambda a: 0.0 < a < 1.0),
+        default=0.05,
+        help="significance level of the t-test (default 0.05)",
+    )
+    p.add_argument("--reference", type=Path, help="reference.yaml with a paper's numbers to join")
+    p.add_argument("--plot", type=Path, help="write a bar chart (mean ± std per setting) to this PNG (or .pdf, .svg)")
+    p.add_argument("--plot-metric", help="metric of --plot (default: the baseline metric)")
+    p.add_argument("--curves", type=Path, help="write validation curves per setting (from history.csv) to this PNG")
+    p.add_argument("--curve-metric", default="val/acc", help="history.csv column for --curves (default val/acc)")
+    p.add_argument(
+        "--stale-after",
+        type=_number("a positive number of seconds", "--stale-after 600", lambda s: 0.0 < s < math.inf),
+        default=600.0,
+        help="seconds without heartbeat: interrupted (default 600)",
+    )
+    p.add_argument("--out", type=Path, help="also write the table (without the prose line) here")
+    return p
+
+
+# -- checks on the arguments, before any run is read ---------------------------------------------------------------
+def _check_metric(option: str, metric: str, extra: tuple[str, ...] = ()) -> None:
+    if metric in extra or is_known(metric):
+        return
+    try:
+        parse(metric)
+    except ConfigError as err:
+        also = f" (or {', '.join(extra)})" if extra else ""
+        raise ConfigError(f"{option}: {err}{also}") from None
+
+
+def _check_output(option: str, path: Path | None, figure: bool = False) -> None:
+    """A file this command may create: not a folder, under a folder (not a file), writable; a figure's suffix is a
+    format matplotlib writes."""
+    if path is None:
+        return
+    example = f"{option} {'bars.png' if figure else 'table.md'}"
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name, e.g. {example}")
+    parent = next(p for p in path.parents if p.exists() or p == p.parent)
+    if not parent.is_dir():
+        raise ConfigError(
+            f"{option} {path}: {parent} is a file, not a folder; give a path under a folder, e.g. {example}"
+        )
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{option} {path}: folder {parent} is not writable; e.g. {example}")
+    if figure and path.suffix:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = sorted(FigureCanvasBase.get_supported_filetypes())
+        if path.suffix[1:].lower() not in formats:
+            raise ConfigError(
+                f"{option} {path}: matplotlib cannot write .{path.suffix[1:]}; use one of {', '.join(formats)}"
+            )
+
+
+def _check_setting(option: str, setting: str) -> None:
+    bad = [t for t in setting.split() if "=" not in t and t != "(defaults)"]
+    if bad or not setting.strip():
+        raise ConfigError(f"{option} takes a setting as typed, key=value ..., got {setting!r}; e.g. {option} reg=none")
+
+
+def check_args(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """Every option, before any run is read; returns the parsed --row-metric and the loaded --reference."""
+    from ablate.report import load_reference
+
+    for root in args.root:
+        if not root.exists():
+            raise ConfigError(f"no such folder {root}; pass a run or multirun folder (logs/multiruns/<dir>)")
+    for metric in args.metrics or []:
+        _check_metric("--metrics", metric)
+    for option in ("baseline_metric", "plot_metric"):
+        if getattr(args, option):
+            _check_metric(f"--{option.replace('_', '-')}", getattr(args, option))
+    _check_metric("--curve-metric", args.curve_metric, CURVE_COLUMNS)
+    row_metrics = _row_metrics(args.row_metric)
+    if row_metrics and not args.baseline:
+        raise ConfigError("--row-metric needs --baseline (it names what each row is tested with against the baseline)")
+    if args.baseline:
+        _check_setting("--baseline", args.baseline)
+    for setting in row_metrics:
+        _check_setting("--row-metric", setting)
+    if not [k for k in args.over.split(",") if k.strip()] and args.over.strip():
+        raise ConfigError(f"--over takes comma-separated keys, got {args.over!r}; e.g. --over seed,fold")
+    _check_output("--out", args.out)
+    _check_output("--plot", args.plot, figure=True)
+    _check_output("--curves", args.curves, figure=True)
+    reference = load_reference(args.reference) if args.reference else None
+    return row_metrics, reference
+
+
+def _load(roots: list[Path], stale_after: float) -> list[Any]:
+    """The runs under every root (a run found twice, through nested roots, counted once)."""
+    from ablate.report import load_runs
+    from ablate.report.stats import fill_defaults
+
+    runs, seen = [], set()
+    for root in roots:
+        found = load_runs(root, stale_after=stale_after)
+        if not found:
+            raise ConfigError(f"no results.json under {root}; pass a run or multirun folder")
+        for run in found:
+            if run.path.resolve() not in seen:
+                seen.add(run.path.resolve())
+                runs.append(run)
+    return fill_defaults(runs) if len(runs) > 1 else runs
+
+
+def run(args: argparse.Namespace) -> str:
+    from ablate.report import available_metrics, build, plot_bars, plot_curves, render
+    from ablate.report.stats import find_row
+
+    row_metrics, reference = check_args(args)
+    runs = _load(args.root, args.stale_after)
+    known = available_metrics(runs)
+    metrics = args.metrics or [m for m in DEFAULT_METRICS if m in known] or [m for m in known if is_known(m)][:3]
+    key_metric = args.baseline_metric or (args.metrics[0] if args.metrics else "test/acc")
+    if args.baseline:
+        metrics = [*metrics, *(m for m in dict.fromkeys([key_metric, *row_metrics.values()]) if m not in metrics)]
+    over = tuple(k.strip() for k in args.over.split(",") if k.strip())
+    rows = build(runs, metrics, over, args.baseline, key_metric, args.alpha, reference, row_metrics)
+    if reference is not None:
+        unmatched = [s for s in reference["rows"] if find_row(rows, s) is None]
+        if unmatched:
+            print(f"warning: reference rows without runs: {'; '.join(unmatched)}", file=sys.stderr)
+    text = render(rows, metrics, args.format, key_metric if args.baseline else None)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    if args.plot:
+        plot_metric = args.plot_metric or key_metric
+        plot_rows = rows if plot_metric in metrics else build(runs, [*metrics, plot_metric], over)  # checks the name
+        plot_bars(plot_rows, plot_metric, args.plot)
+    if args.curves:
+        plot_curves(rows, args.curve_metric, args.curves)
+    if args.format != "md":
+        return text
+    prose = f"{len(runs)} runs, {len(rows)} settings; mean ± std over {', '.join(over) or 'nothing'} (n completed runs)"
+    prose += "; accuracies in %, other metrics as recorded"
+    if args.baseline:
+        prose += f"; vs baseline: Welch's t-test on {key_metric}, alpha = {args.alpha:g}"
+        if find_row(rows, args.baseline) is None:
+            prose += f" (per group: the row with {args.baseline} and the same other settings)"
+        if row_metrics:
+            prose += " (" + ", ".join(f"{m} for {s}" for s, m in row_metrics.items()) + ")"
+    if reference is not None:
+        prose += f"; reference: {reference['source']} (Δ = ours - reference)"
+    return f"{prose}\n\n{text}"
+
+
+def _row_metrics(specs: list[str]) -> dict[str, str]:
+    """'SETTING:METRIC' -> {SETTING: METRIC}; the last ':' splits (metric names have none)."""
+    out = {}
+    for spec in specs:
+        setting, sep, metric = spec.rpartition(":")
+        if not sep or not setting.strip() or not metric.strip():
+            raise ConfigError(f"--row-metric takes SETTING:METRIC, e.g. 'ensemble=swa:test/acc_swa'; got '{spec}'")
+        _check_metric("--row-metric", metric.strip())
+        out[setting.strip()] = metric.strip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        text = run(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(ConfigError.exit_code)
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
