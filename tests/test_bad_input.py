@@ -16,7 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ablate.config.rules import effective_seed, validate
+from ablate.config.rules import check, effective_seed, validate
 from ablate.errors import ConfigError
 from ablate.runtime.cli import hydra_error_line
 from tests.conftest import CONFIG_DIR, FAST, REPO, compose_config, read_results, run_cli
@@ -239,7 +239,10 @@ def test_numeric_strings_from_the_environment_are_coerced(tmp_path, monkeypatch)
     cfg = compose_config(
         ["optimizer.lr=${oc.env:LR}", "trainer.max_epochs=${oc.env:EPOCHS}", "data.val_size=100.0"], tmp_path
     )
-    validate(cfg)
+    before = OmegaConf.to_container(cfg)
+    checked = check(cfg).config  # the checked copy holds the coerced values; cfg itself is not written
+    assert OmegaConf.to_container(cfg) == before
+    cfg = checked
     assert cfg.data.val_size == 100 and isinstance(cfg.data.val_size, int)  # a count, not a fraction
     assert cfg.optimizer.lr == 0.02 and isinstance(cfg.optimizer.lr, float)
     assert cfg.trainer.max_epochs == 3 and isinstance(cfg.trainer.max_epochs, int)

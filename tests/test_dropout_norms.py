@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ablate.runtime.checkpoint_io import AtomicCheckpointIO
+from ablate.training.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import REPO, load_script, write_run
 
 

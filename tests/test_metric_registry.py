@@ -56,10 +56,11 @@ def test_recipe_metrics_follow_the_ensemble() -> None:
 def test_monitor_modes_are_derived_from_the_registry(tmp_path: Path) -> None:
     # Before: the checkpoint kept mode=max on val/loss (a warning), early stopping / plateau on val/acc were refused.
     # mode stays null in the config (it is not mutated after checking); the objects built from it follow the monitor.
-    from ablate.runtime.job import _build_callbacks, _scheduler_fn
+    from ablate.build.optimization import scheduler_fn
+    from ablate.build.trainer import config_callbacks
 
     def callback(cfg, kind):
-        return next(c for c in _build_callbacks(cfg, has_val=True) if type(c).__name__ == kind)
+        return next(c for c in config_callbacks(cfg, has_val=True) if type(c).__name__ == kind)
 
     cfg = compose_config(["callbacks.model_checkpoint.monitor=val/loss"], tmp_path)
     assert validate(cfg) == [] and cfg.callbacks.model_checkpoint.mode is None
@@ -70,7 +71,7 @@ def test_monitor_modes_are_derived_from_the_registry(tmp_path: Path) -> None:
     cfg = compose_config(["scheduler=plateau", "scheduler.monitor=val/acc"], tmp_path)
     validate(cfg)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    assert _scheduler_fn(cfg.scheduler)(optimizer).mode == "max"
+    assert scheduler_fn(cfg.scheduler)(optimizer).mode == "max"
     cfg = compose_config(["scheduler=plateau", "scheduler.monitor=val/acc", "scheduler.fn.mode=min"], tmp_path)
     with pytest.raises(ConfigError, match=r"scheduler\.fn\.mode=min contradicts monitor val/acc"):
         validate(cfg)

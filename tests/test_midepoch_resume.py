@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from ablate.runtime import interrupt
-from ablate.runtime.checkpoint_io import verify
 from ablate.runtime.interrupt import RunInterrupted
 from ablate.runtime.job import train
-from ablate.training.module import ClassifierModule
+from ablate.training import mid_epoch
+from ablate.training.checkpoint_io import verify
 
 # 256 train images / batch 32 = 8 batches per epoch; augmentation, dropout and an EMA all draw on or carry state.
 ARGS = ["model=mlp", "reg=dropout", "aug=flip_crop", "ensemble=ema", "trainer.max_epochs=3", "scheduler=step"]
@@ -96,7 +96,7 @@ def test_without_restoring_the_rng_the_resumed_run_differs(make_cfg, straight, m
     """The control: the test above fails when the RNG state is not carried across the stop."""
     cfg = make_cfg(*ARGS)
     last, _ = _interrupt_at(cfg, epoch=1, batch=2)
-    monkeypatch.setattr(ClassifierModule, "_restore_rng", lambda self, state: None)
+    monkeypatch.setattr(mid_epoch, "restore_rng", lambda module, state: None)
     resumed = train(cfg, ckpt_path=str(last))
     assert resumed["metrics"]["train/loss"] != straight["train/loss"]
     assert resumed["metrics"]["test/acc"] != straight["test/acc"]

@@ -244,10 +244,10 @@ def test_dropout_masks_at_rate_p_with_inverted_scaling_and_is_identity_at_eval()
 
 def test_eval_batches_are_never_augmented(make_cfg):
     cfg = make_cfg("aug=[flip,crop,noise]", "model=mlp")
-    import ablate.runtime.job as run
+    from ablate.training.module import ClassifierModule
 
     seen = {}
-    original = run.ClassifierModule.on_after_batch_transfer
+    original = ClassifierModule.on_after_batch_transfer
 
     def spy(self, batch, idx):
         out = original(self, batch, idx)
@@ -255,11 +255,11 @@ def test_eval_batches_are_never_augmented(make_cfg):
         seen.setdefault(self.trainer.state.stage.value, []).append(torch.allclose(out[0], expected))
         return out
 
-    run.ClassifierModule.on_after_batch_transfer = spy
+    ClassifierModule.on_after_batch_transfer = spy
     try:
         train(cfg)
     finally:
-        run.ClassifierModule.on_after_batch_transfer = original
+        ClassifierModule.on_after_batch_transfer = original
     assert not any(seen["train"])  # training batches changed
     assert all(seen["validate"]) and all(seen["test"])  # evaluation batches untouched
 

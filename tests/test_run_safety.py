@@ -14,10 +14,10 @@ import lightning as L
 import pytest
 import torch
 
-from ablate.runtime.checkpoint_io import AtomicCheckpointIO, CheckpointError, checksum_path, digest, load_verified
 from ablate.runtime.job import main, train
 from ablate.runtime.results import STATUSES, effective_status
 from ablate.runtime.rundir import run_dir, stamp
+from ablate.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, checksum_path, digest, load_verified
 from tests.conftest import compose_config, read_results
 
 

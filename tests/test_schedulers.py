@@ -26,12 +26,6 @@ class LRRecorder(L.Callback):
 
 def record_lrs(make_cfg, monkeypatch, *overrides: str) -> list[float]:
     recorder = LRRecorder()
-    import ablate.runtime.job
-
-    original = ablate.runtime.job._build_callbacks
-    monkeypatch.setattr(
-        ablate.runtime.job, "_build_callbacks", lambda cfg, has_val: [*original(cfg, has_val), recorder]
-    )
     cfg = make_cfg(
         "model=mlp",
         "optimizer=sgd",
@@ -40,7 +34,7 @@ def record_lrs(make_cfg, monkeypatch, *overrides: str) -> list[float]:
         "data.val_size=64",
         *overrides,
     )
-    train(cfg)
+    train(cfg, extra_callbacks=[recorder])
     assert len(recorder.lrs) == EPOCHS * STEPS_PER_EPOCH
     return recorder.lrs
 

@@ -95,7 +95,7 @@ def test_space_parsing() -> None:
     assert space["optimizer"] == CategoricalDistribution(["adam", "sgd"])
     space, _ = _parse_space({"optimizer.lr": "choice(0.1, 0.01)"}, [], grid=True)
     assert space["optimizer.lr"] == [0.1, 0.01]
-    with pytest.raises(HydraException, match="grid sampler needs discrete values"):
+    with pytest.raises(ConfigError, match="grid sampler needs discrete values"):  # a rule of the rule book
         _parse_space(params, [], grid=True)
     assert OverridesParser.create().parse_override("a=1").is_sweep_override() is False
 
@@ -197,12 +197,10 @@ class _FakeLauncher:
         self.value_of = value_of
 
     def launch(self, batch, initial_job_idx):
-        from types import SimpleNamespace
-
-        from hydra.core.utils import JobStatus
+        from hydra.core.utils import JobReturn, JobStatus
 
         self.batches.append([list(job) for job in batch])
-        return [SimpleNamespace(status=JobStatus.COMPLETED, _return_value=self.value_of(job)) for job in batch]
+        return [JobReturn(status=JobStatus.COMPLETED, _return_value=self.value_of(job)) for job in batch]
 
 
 def test_sampler_seed_names_another_study() -> None:
@@ -313,10 +311,9 @@ def test_pruning_a_minimized_objective_stops_the_higher_curve(tmp_path: Path) ->
 
 def _fake_sweeper(tmp_path: Path, overrides: list[str], monkeypatch, value_of=lambda job: 0.5, **params):
     """An AblateOptunaSweeper over the composed config, with a launcher that writes completed results.json."""
-    from types import SimpleNamespace
 
     from hydra import compose, initialize_config_dir
-    from hydra.core.utils import JobStatus
+    from hydra.core.utils import JobReturn, JobStatus
 
     from hydra_plugins.ablate_optuna_sweeper.sweeper import AblateOptunaSweeper
     from tests.conftest import CONFIG_DIR
@@ -339,7 +336,7 @@ def _fake_sweeper(tmp_path: Path, overrides: list[str], monkeypatch, value_of=la
                 run_dir = Path(opts["hydra.sweep.dir"].strip("'")) / opts["hydra.sweep.subdir"]
                 run_dir.mkdir(parents=True, exist_ok=True)
                 (run_dir / "results.json").write_text(json.dumps({"status": "completed"}))
-                returns.append(SimpleNamespace(status=JobStatus.COMPLETED, _return_value=value_of(opts)))
+                returns.append(JobReturn(status=JobStatus.COMPLETED, _return_value=value_of(opts)))
             self.batches.append(batch)
             return returns
 

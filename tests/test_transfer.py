@@ -12,10 +12,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ablate.build.init_from import read_source, resolve_checkpoint, source_architecture
 from ablate.errors import ConfigError
 from ablate.models.backbones import adapt_input_conv
 from ablate.models.init import apply_init
-from ablate.models.init_from import resolve_checkpoint
 from ablate.models.transfer import TransferNet
 from ablate.optim import build_scheduler, param_groups, scale_group_lrs
 from ablate.runtime.job import train
@@ -148,21 +148,18 @@ def test_init_from_loads_backbone_and_new_head(tmp_path: Path) -> None:
     assert retest["metrics"]["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
     shutil.move(tmp_path / "pre-moved", tmp_path / "pre")
     # init=... re-initializes only the new head of a model holding loaded weights.
-    model = TransferNet((1, 28, 28), 5, backbone="convnet", init_from=pre["checkpoint_best"])
+    run = read_source(pre["checkpoint_best"])
+    model = TransferNet((1, 28, 28), 5, backbone="convnet", backbone_args=source_architecture(run.config, "convnet"))
+    model.load_run_weights(run.state_dict, run.path)
     head_before = model.head.weight.clone()
     assert apply_init(model, "orthogonal") == 1 and not torch.equal(model.head.weight, head_before)
     assert torch.equal(model.backbone.features[0].weight, source["model.features.0.weight"])
     # An incompatible architecture: one line naming the shapes.
     with pytest.raises(ConfigError, match=r"of another shape .*checkpoint \[8, 1, 5, 5\] vs model \[16, 1, 5, 5\]"):
-        TransferNet(
-            (1, 28, 28),
-            5,
-            backbone="convnet",
-            backbone_args={"channels": [16, 16], "hidden": 32},
-            init_from=pre["checkpoint_best"],
-        )
+        other = TransferNet((1, 28, 28), 5, backbone="convnet", backbone_args={"channels": [16, 16], "hidden": 32})
+        other.load_run_weights(run.state_dict, run.path)
     with pytest.raises(ConfigError, match="missing"):
-        TransferNet((1, 28, 28), 5, backbone="mlp", init_from=str(tmp_path / "pre"))
+        TransferNet((1, 28, 28), 5, backbone="mlp").load_run_weights(run.state_dict, str(tmp_path / "pre"))
 
 
 def test_torchvision_backbone_pretrained_from_cache_and_clear_error_without(tmp_path, monkeypatch) -> None:

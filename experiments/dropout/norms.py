@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ablate.report import load_runs
-from ablate.runtime.checkpoint_io import load_verified
+from ablate.training.checkpoint_io import load_verified
 
 
 def hidden_norms(state_dict: dict[str, torch.Tensor]) -> list[torch.Tensor]:

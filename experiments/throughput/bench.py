@@ -2,10 +2,11 @@
 
     python experiments/throughput/bench.py [--epochs 4] [--repeats 2] [--models mlp convnet] [--set key=value ...]
 
-The Lightning side is ``ablate.runtime.job.train`` with the default callbacks (checkpointing, LR monitor, Rich progress
-bar), the CSV logger and per-epoch validation; the plain side is the loop below: the same in-memory uint8 batches,
-normalization, augmentation (when --set aug=... turns it on), optimizer and parameter groups, one-cycle schedule
-and a validation pass per epoch.
+The Lightning side is train.py's job, ``ablate.runtime.job.train`` (check, build the Recipe, fit), with the default
+callbacks (checkpointing, LR monitor, Rich progress bar), the CSV logger and per-epoch validation; the plain side is
+the loop below over the same objects, built by ``ablate.build`` from the same config: data module (in-memory uint8
+batches, same split), model, augmentation (when --set aug=... turns it on), optimizer and parameter groups; then
+its own normalization, one-cycle schedule and a validation pass per epoch.
 
 The two are interleaved epoch by epoch in one process: a callback runs one plain epoch just before each Lightning
 epoch starts, so every pair of epochs sees the same machine state. On a shared machine whose speed drifts by
@@ -32,15 +33,16 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
-from ablate.build.finetune import pop_backbone_lr_scale  # noqa: E402
+from ablate.build import build_datamodule, build_model  # noqa: E402
+from ablate.build.optimization import build_optimization  # noqa: E402
+from ablate.config.schema import AugmentConfig, InitConfig, RegConfig, typed  # noqa: E402
 from ablate.data.augment import build_augment  # noqa: E402
 from ablate.optim import param_groups  # noqa: E402
-from ablate.runtime.job import train  # noqa: E402
+from ablate.runtime.job import train  # noqa: E402  (what is measured: train.py's path)
 
 
 class PlainLoop:
@@ -49,15 +51,15 @@ class PlainLoop:
     def __init__(self, cfg) -> None:
         torch.set_flush_denormal(bool(cfg.flush_denormal))  # the same process-wide setting as the ablate side
         torch.manual_seed(cfg.seed)
-        self.dm = dm = instantiate(cfg.data)
-        dm.prepare()
-        self.model = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+        self.dm = dm = build_datamodule(cfg)
+        reg, init = typed(cfg.reg, RegConfig), typed(cfg.init, InitConfig)
+        self.model = build_model(cfg, dm, reg, init).model
         self.channels_last = bool(cfg.channels_last) and len(dm.input_shape) == 3
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        optimizer_node, _ = pop_backbone_lr_scale(cfg.optimizer)  # a key of ablate's, not of torch's optimizers
-        self.optimizer = instantiate(optimizer_node, _convert_="all")(param_groups(self.model, cfg.decay_bias_and_norm))
-        self.augment = build_augment(dict(cfg.aug), dm.num_classes, dm.input_shape[1:])
+        optimizer = build_optimization(cfg, self.model, len(dm.train_dataloader())).optimizer  # a partial
+        self.optimizer = optimizer(param_groups(self.model, cfg.decay_bias_and_norm))
+        self.augment = build_augment(vars(typed(cfg.aug, AugmentConfig)), dm.num_classes, dm.input_shape[1:])
         steps_per_epoch = -(-len(dm.y_train) // dm.batch_size)
         # The same one-cycle schedule (momentum / beta1 cycled too) as configs/scheduler/onecycle.yaml.
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(

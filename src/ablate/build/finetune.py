@@ -13,6 +13,7 @@ the optimizer then only receives trainable parameters, and frozen BatchNorm laye
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,19 +27,18 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from ablate.errors import ConfigError
 from ablate.models.transfer import TransferNet, freeze
-from ablate.optim import build_scheduler
+from ablate.optim import build_scheduler, is_lbfgs
 
 # Frozen BatchNorm layers in eval mode at the start of training are intended here.
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 
 
 def pop_backbone_lr_scale(node: DictConfig) -> tuple[DictConfig, float]:
-    """The optimizer node without ``backbone_lr_scale`` (torch's optimizers do not take it), and its value."""
+    """A copy of the optimizer node without ``backbone_lr_scale`` (torch's optimizers do not take it), and its value
+    (the rule book checked it: > 0)."""
     node = node.copy()
     with open_dict(node):
         scale = node.pop("backbone_lr_scale", 1.0)
-    if scale is None or not float(scale) > 0:
-        raise ConfigError(f"optimizer.backbone_lr_scale must be > 0, got {scale}")
     return node, float(scale)
 
 
@@ -90,14 +90,18 @@ def _check_scheduler_takes_new_groups(scheduler: dict[str, Any] | None) -> None:
 
 
 def finetune_callbacks(
-    model: nn.Module, cfg: DictConfig, backbone_lr_scale: float, scheduler: dict[str, Any] | None
+    model: nn.Module,
+    cfg: DictConfig,
+    optimizer: Callable[..., torch.optim.Optimizer],
+    backbone_lr_scale: float,
+    scheduler: dict[str, Any] | None,
 ) -> list[L.Callback]:
     """Checks for the chosen strategy, and the callbacks it needs (staged: StagedUnfreezing)."""
     if not isinstance(model, TransferNet):
         if backbone_lr_scale != 1.0:
             raise ConfigError("optimizer.backbone_lr_scale needs a model with a backbone: use model=transfer")
         return []
-    if backbone_lr_scale != 1.0 and str(cfg.optimizer.get("_target_", "")).endswith("LBFGS"):
+    if backbone_lr_scale != 1.0 and is_lbfgs(optimizer):
         raise ConfigError("optimizer=lbfgs takes a single parameter group; drop optimizer.backbone_lr_scale")
     if model.finetune != "staged":
         return []

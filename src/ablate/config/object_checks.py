@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.optim import build_scheduler
+from ablate.optim import build_scheduler, is_lbfgs  # is_lbfgs: re-exported for the job
 from ablate.optim.schedulers import cyclic_end_warning
 from ablate.training.ensembles import check_run_length as check_ensemble
 
@@ -47,7 +47,8 @@ def check_optimization(
 
 def planned_steps(cfg: DictConfig, batches_per_epoch: int, accumulate: int) -> tuple[int, int]:
     """(optimizer steps, epochs) the run will make, as Lightning counts them: trainer.limit_train_batches and
-    trainer.max_steps included (the module's ``_optimizer_steps`` gives the same number once the trainer exists)."""
+    trainer.max_steps included (ablate.training.optimization.optimizer_steps gives the same number once the trainer
+    exists)."""
     trainer = cfg.trainer
     limit = trainer.get("limit_train_batches")
     if isinstance(limit, float):
@@ -77,10 +78,6 @@ def check_run_length(cfg: DictConfig, batches_per_epoch: int, accumulate: int) -
         warning = cyclic_end_warning(total, int(fn.get("step_size_up", 2000)), fn.get("step_size_down"), unit)
         warnings += [warning] if warning else []
     return warnings
-
-
-def is_lbfgs(optimizer: Callable[..., torch.optim.Optimizer]) -> bool:
-    return getattr(optimizer, "func", None) is torch.optim.LBFGS
 
 
 def optimizer_stepping(cfg: DictConfig, optimizer: Callable[..., torch.optim.Optimizer]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ This module imports no torch, so ``train.py --help`` stays fast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -85,6 +86,28 @@ class InitConfig:
 def typed(node: Any, schema: type) -> Any:
     """The plain dataclass behind a typed node: ``schema``'s defaults, overridden by ``node`` (None = all defaults)."""
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node or {}))
+
+
+def off_value(schema: type, knob: str) -> Any:
+    """The value that turns ``knob`` off: its default in ``schema`` (every knob of reg / aug / init is off by default).
+    The one definition of "off": the rule book, the builders and the L-BFGS warning all ask here."""
+    for field in fields(schema):
+        if field.name == knob:
+            return None if field.default is MISSING else field.default
+    raise KeyError(f"{schema.__name__} has no knob {knob}")
+
+
+def is_on(node: Any, knob: str, schema: type) -> bool:
+    """Whether ``knob`` of ``node`` (a dataclass, a mapping, or None = all defaults) differs from its off value."""
+    value = node.get(knob, off_value(schema, knob)) if isinstance(node, Mapping) else getattr(node, knob)
+    return bool(value != off_value(schema, knob))
+
+
+def turned_on(node: Any, schema: type) -> list[str]:
+    """The knobs of ``node`` that are not off, in the node's order (a mapping) or the schema's (a dataclass)."""
+    names = {field.name for field in fields(schema)}
+    keys = list(node) if isinstance(node, Mapping) else [field.name for field in fields(schema)]
+    return [key for key in keys if key in names and is_on(node, key, schema)]
 
 
 def register_configs() -> None:

@@ -29,6 +29,7 @@ from ablate.config import metric_registry
 from ablate.config.rules import EVALUATE_RULES, check_value
 from ablate.errors import ConfigError
 from ablate.report.runs import Run, load_runs, normalize
+from ablate.training.checkpoint_io import tests_best_weights
 
 SETTING_VARIES = ("seed", "bootstrap_seed", "fold")  # what the members of one setting differ in
 TIE_BREAK = "val/loss"  # lower wins among runs tied on the selection metric; then the run folder, natural order
@@ -258,9 +259,8 @@ def checkpoint_for(candidate: Candidate, weights: str | None) -> tuple[Path, str
     if weights not in (None, "best", "last"):
         raise ConfigError(f"weights must be best, last or null (the run's test_weights), got {weights}")
     if weights is None:
-        early_stopping = int((config.get("reg") or {}).get("early_stopping_patience", 0) or 0) > 0
-        wants_best = config.get("test_weights", "best") == "best" or early_stopping
-        weights = "best" if wants_best and has_val else "last"
+        patience = int((config.get("reg") or {}).get("early_stopping_patience", 0) or 0)
+        weights = "best" if tests_best_weights(config.get("test_weights", "best"), patience, has_val) else "last"
     recorded = results.get(f"checkpoint_{weights}")
     if weights == "best" and not has_val:
         raise ConfigError(f"run {candidate.run_dir} has no validation split, so no best checkpoint; use weights=last")

@@ -3,9 +3,9 @@
 Each member is rebuilt from its checkpoint alone (``ablate_config`` = the resolved run config, weights loaded with
 ``weights_only=True``) by the same builders as training, and predicts the official test split once per variant:
 plain (the run's own test, FMP repeats included), MC dropout (``eval.mc_samples``) and flip TTA (``eval.tta``).
-The ensemble averages the members' predictions with ``ablate.training.scoring.average_probabilities``, the code every
-other ensemble uses. Nothing is written into the runs' folders: outputs go to this command's own folder, and only
-once every input has been checked.
+The ensemble averages the members' predictions (``ablate.evaluation.scores``) with
+``ablate.training.scoring.average_probabilities``, the code every other ensemble uses. Nothing is written into the
+runs' folders: outputs go to this command's own folder, and only once every input has been checked.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ablate.build import build_datamodule, build_model, evaluation_module
 from ablate.config.rules import validate_evaluate
 from ablate.config.schema import InitConfig, RegConfig, typed
 from ablate.data.loader import InMemoryLoader
@@ -39,17 +40,10 @@ from ablate.evaluation.members import (
     warn,
     within_setting,
 )
-from ablate.runtime.checkpoint_io import load_verified
+from ablate.evaluation.scores import ensemble_scores, member_scores
+from ablate.training.checkpoint_io import load_verified
 from ablate.training.module import ClassifierModule
-from ablate.training.scoring import (
-    average_probabilities,
-    averaged_log_probs,
-    classification_metrics,
-    dropout_layers,
-    mc_dropout,
-    named,
-    predict,
-)
+from ablate.training.scoring import averaged_log_probs, dropout_layers, mc_dropout, predict
 
 # data.* keys that shape only the training/validation part, never the official test split.
 TRAIN_SPLIT_KEYS = ("batch_size", "eval_batch_size", "val_size", "num_folds", "fold", "split_seed", "train_subset",
@@ -78,9 +72,8 @@ def _checkpoint_typed(node: Any, schema: type) -> Any:
 
 
 def load_member(candidate: Candidate, weights: str | None, device: torch.device, data_cache: dict) -> Member:
-    """Rebuild the run's model and data from its checkpoint (read only) and load the weights it tested."""
-    from ablate.runtime.job import build_datamodule, build_model  # the same builders as training
-
+    """Rebuild the run's model and data from its checkpoint (read only) by the builders training used, and load the
+    weights it tested."""
     path, which = checkpoint_for(candidate, weights)
     checkpoint = load_verified(path)  # sha256 check, then torch.load(weights_only=True); errors in one line
     if "ablate_config" not in checkpoint:
@@ -94,19 +87,10 @@ def load_member(candidate: Candidate, weights: str | None, device: torch.device,
     if key not in data_cache:
         data_cache[key] = build_datamodule(cfg)
     datamodule = data_cache[key]
-    if "init_from" in cfg.model or "pretrained" in cfg.model:  # model=transfer: the checkpoint holds every weight
-        cfg.model.init_from, cfg.model.pretrained = None, False
-    model = build_model(cfg, datamodule, reg, _checkpoint_typed(cfg.get("init"), InitConfig))
+    # The checkpoint holds every weight: no pretrained download, no model.init_from run (model=transfer).
+    model = build_model(cfg, datamodule, reg, _checkpoint_typed(cfg.get("init"), InitConfig), load_weights=False).model
     state = checkpoint["state_dict"]
-    module = ClassifierModule(
-        model=model,
-        optimizer=None,  # type: ignore[arg-type]  (evaluation only: never configure_optimizers)
-        scheduler=None,
-        mean=state["mean"],
-        std=state["std"],
-        channels_last=bool(cfg.get("channels_last", False)) and len(datamodule.input_shape) == 3,
-        eval_repeats=reg.fmp_test_repeats if reg.fmp else 1,
-    )
+    module = evaluation_module(cfg, model, datamodule, reg, state["mean"], state["std"])
     model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_state)
@@ -147,25 +131,12 @@ def member_log_probs(member: Member, cfg: DictConfig, variants: list[str]) -> tu
     return outputs, targets
 
 
-def ensemble_probs(log_probs: list[torch.Tensor], space: str) -> torch.Tensor:
-    """Probabilities of the ensemble: mean of softmax outputs (prob) or softmax of the mean logits (logit)."""
-    if space == "prob":
-        return average_probabilities([lp.exp() for lp in log_probs])
-    return average_probabilities(log_probs, space="logit")  # mean log-softmax = mean logits up to a row constant
-
-
-def score(probs: torch.Tensor, targets: torch.Tensor, num_classes: int, variant: str) -> tuple[dict, dict]:
-    metrics = classification_metrics(probs, targets, num_classes)
-    per_class = metrics.pop("acc_per_class")
-    return named(metrics, "test", variant), {f"test/acc{'_' + variant if variant else ''}": per_class}
-
-
-def _check_options(cfg: DictConfig) -> list[str]:
-    """Every key checked (the rule book, ablate.config.rules) before any file is read; returns the prediction
-    variants."""
-    validate_evaluate(cfg)
+def _check_options(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
+    """Every key checked (the rule book, ablate.config.rules) before any file is read; returns the checked copy of
+    the config (numeric strings coerced; ``cfg`` is not written) and the prediction variants."""
+    cfg = validate_evaluate(cfg)
     check_selection_metric(str(cfg.metric))
-    return [PLAIN] + ([MC] if cfg.eval.mc_samples else []) + ([TTA] if cfg.eval.tta else [])
+    return cfg, [PLAIN] + ([MC] if cfg.eval.mc_samples else []) + ([TTA] if cfg.eval.tta else [])
 
 
 def _device(name: str) -> torch.device:
@@ -197,10 +168,8 @@ def _mixed_settings(candidates: list[Candidate]) -> list[str]:
     ]
 
 
-def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Select, load and score the members and their ensemble; returns the results.json content (not written)."""
-    started = time.time()
-    variants = _check_options(cfg)
+def _select(cfg: DictConfig) -> tuple[list[Candidate], dict[str, Any]]:
+    """The members, ranked on their validation metric (best first), and how they were chosen (results.json)."""
     runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs) if cfg.runs else None  # runs=dir: a list of one
     candidates, skipped = collect(cfg.run, runs, cfg.sweep)
     num_candidates = len(candidates)
@@ -210,6 +179,24 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     ranked_needed = bool(cfg.sweep) or cfg.top_k is not None
     candidates = rank(candidates, str(cfg.metric), cfg.top_k, str(cfg.metric_mode), required=ranked_needed)
     check_compatible(candidates)
+    return candidates, {
+        "source": "sweep" if cfg.sweep else "runs" if cfg.runs else "run",
+        "metric": str(cfg.metric),
+        "top_k": cfg.top_k,
+        "mode": str(cfg.metric_mode),
+        "candidates": num_candidates,
+        "skipped": skipped,
+        "setting": setting,
+        "settings": settings_of(candidates),
+        "tie_break": f"lower {TIE_BREAK}, then run folder (natural order)",
+    }
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Select, load and score the members and their ensemble; returns the results.json content (not written)."""
+    started = time.time()
+    cfg, variants = _check_options(cfg)
+    candidates, selection = _select(cfg)
     warnings = _mixed_settings(candidates)
     for message in warnings:
         warn(message)
@@ -230,67 +217,43 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     for m in members:
         outputs, targets = member_log_probs(m, cfg, variants)
         predictions.append(outputs)
-    member_entries = []
-    for m, outputs in zip(members, predictions, strict=True):
-        metrics, per_class = {}, {}
-        for variant in variants:
-            scored, classes = score(outputs[variant].exp(), targets, num_classes, variant)
-            metrics.update(scored)
-            per_class.update(classes)
-        member_entries.append(
-            {
-                "run_dir": str(m.candidate.run_dir),
-                "label": m.candidate.label,
-                "setting": m.candidate.setting,
-                "checkpoint": str(m.checkpoint),
-                "weights": m.weights,
-                "selection": {str(cfg.metric): m.candidate.value},
-                "recorded_metrics": {k: v for k, v in m.candidate.results.get("metrics", {}).items()},
-                "metrics": metrics,
-                "metrics_per_class": per_class,
-            }
-        )
-
+    pairs = zip(members, predictions, strict=True)
+    entries = [_entry(m, cfg, *member_scores(outputs, targets, num_classes)) for m, outputs in pairs]
     space = str(cfg.ensemble.space)
-    metrics, per_class, curve = {}, {}, []
-    for variant in variants:
-        scored, classes = score(ensemble_probs([p[variant] for p in predictions], space), targets, num_classes, variant)
-        metrics.update(scored)
-        per_class.update(classes)
-    for k in range(1, len(members) + 1):  # members join in validation order, best first
-        point: dict[str, Any] = {"members": k}
-        for variant in variants:
-            probs = ensemble_probs([p[variant] for p in predictions[:k]], space)
-            point.update(score(probs, targets, num_classes, variant)[0])
-        curve.append(point)
+    metrics, per_class, curve = ensemble_scores(predictions, targets, num_classes, space)
 
     return {
         "kind": "evaluation",
         "schema_version": 1,
         "status": "completed",
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "selection": {
-            "source": "sweep" if cfg.sweep else "runs" if cfg.runs else "run",
-            "metric": str(cfg.metric),
-            "top_k": cfg.top_k,
-            "mode": str(cfg.metric_mode),
-            "candidates": num_candidates,
-            "skipped": skipped,
-            "setting": setting,
-            "settings": settings_of(candidates),
-            "tie_break": f"lower {TIE_BREAK}, then run folder (natural order)",
-        },
+        "selection": selection,
         "warnings": warnings,
         "ensemble": {"space": space, "size": len(members), "variants": [v or "plain" for v in variants]},
         "metrics": metrics,
         "metrics_per_class": per_class,
-        "members": member_entries,
+        "members": entries,
         "ensemble_size_curve": curve,
         "data": {k: v for k, v in members[0].data.summary().items() if k in ("name", "source", "test", "num_classes")},
         "device": str(device),
         "output_dir": str(output_dir.resolve()),
         "wall_time_s": round(time.time() - started, 3),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+
+
+def _entry(m: Member, cfg: DictConfig, metrics: dict, per_class: dict) -> dict[str, Any]:
+    """One member's results.json entry: where it came from, how it was chosen, what it scored then and now."""
+    return {
+        "run_dir": str(m.candidate.run_dir),
+        "label": m.candidate.label,
+        "setting": m.candidate.setting,
+        "checkpoint": str(m.checkpoint),
+        "weights": m.weights,
+        "selection": {str(cfg.metric): m.candidate.value},
+        "recorded_metrics": {k: v for k, v in m.candidate.results.get("metrics", {}).items()},
+        "metrics": metrics,
+        "metrics_per_class": per_class,
     }
 
 

@@ -1,7 +1,8 @@
 """Transfer learning: a backbone (torchvision's by name, or one of this project's models) with a new head.
 
 Weights come from torchvision's pretrained weights (``pretrained=True``: the torch hub cache under TORCH_HOME, else a
-download) and/or from one of this project's runs (``init_from``: a run dir or a checkpoint). Which parameters train is
+download) and/or from one of this project's runs (``model.init_from``: the build stage reads the run's checkpoint, see
+:mod:`ablate.build.init_from`, and hands its tensors to ``TransferNet.load_run_weights``). Which parameters train is
 ``finetune`` (see :mod:`ablate.build.finetune`): ``full``, ``head``, ``last_n`` (with ``unfreeze_last``) or ``staged``.
 
 - Input channels: the backbone's stem (its first Conv2d) is rebuilt for the data's channels; loaded stem weights are
@@ -12,7 +13,7 @@ download) and/or from one of this project's runs (``init_from``: a run dir or a 
   the size is a ConfigError at construction (one probe forward).
 - Head: the backbone's last ``nn.Linear`` is replaced by ``nn.Identity``; ``head`` is a new Linear for num_classes.
 
-Building backbones: :mod:`ablate.models.backbones`; loading a run's weights: :mod:`ablate.models.init_from`.
+Building backbones: :mod:`ablate.models.backbones`. This module reads no files of its own: a library below every stage.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ablate.errors import ConfigError, require_probability
-from ablate.models.backbones import PROJECT_BACKBONES, build_backbone, replace_last_linear
-from ablate.models.init_from import load_checkpoint, load_matching, source_architecture
+from ablate.layers.kinds import BATCH_NORMS
+from ablate.models.backbones import adapt_input_conv, build_backbone, first_conv, replace_last_linear
 
 FINETUNE = ("full", "head", "last_n", "staged")
 
@@ -42,8 +42,6 @@ class TransferNet(nn.Module):
         backbone: str = "resnet18",
         backbone_args: Mapping[str, Any] | None = None,
         pretrained: bool = False,
-        init_from: str | None = None,
-        keep_head: bool = False,
         finetune: str = "full",
         unfreeze_last: int = 1,
         unfreeze_at_epoch: int = 1,
@@ -58,12 +56,9 @@ class TransferNet(nn.Module):
             raise ConfigError(f"model.resize_to must be a positive image size or null, got {resize_to}")
         self.finetune, self.unfreeze_last, self.unfreeze_at_epoch = finetune, unfreeze_last, unfreeze_at_epoch
         self.resize_to = resize_to
-        self.loaded_weights = bool(pretrained or init_from)
-        source = load_checkpoint(init_from) if init_from else None
+        self.loaded_weights = pretrained  # True also once load_run_weights has run (init= then spares the backbone)
         args = dict(backbone_args or {})
-        if backbone in PROJECT_BACKBONES and not args and source is not None:
-            args = source_architecture(source["ablate_config"], backbone)  # "fine-tune the model of that run"
-        self.backbone_args = args  # what was built, also when read from the source run (recorded in the config)
+        self.backbone_args = args  # what was built
         net = build_backbone(backbone, args, input_shape, num_classes, pretrained)
         self.head_source_name, in_features = replace_last_linear(net, backbone)
         self.backbone = net
@@ -71,8 +66,6 @@ class TransferNet(nn.Module):
         self.head = nn.Linear(in_features, num_classes)
         self._probe(input_shape, backbone)
         self.init_report: dict[str, Any] = {}
-        if source is not None:
-            self.init_report = load_matching(self, source["state_dict"], str(init_from), keep_head)
         self.apply_finetune()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,13 +73,49 @@ class TransferNet(nn.Module):
             x = F.interpolate(x, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
         return self.head(self.dropout(self.backbone(x)))
 
+    def load_run_weights(self, source: Mapping[str, torch.Tensor], origin: str, keep_head: bool = False) -> None:
+        """Load every backbone tensor of a run's model (``source``: its state dict without the ClassifierModule
+        prefix). All must be there, with equal shapes; the stem may differ in input channels and is adapted. The head
+        is new unless ``keep_head`` and its shape matches (same class count). What was loaded: ``init_report``."""
+        mapped = {_source_key(k, self.head_source_name): v for k, v in source.items()}
+        target = self.state_dict()
+        stem = first_conv(self.backbone)
+        stem_key = f"backbone.{stem[0]}.weight" if stem else None
+        missing, mismatched, load = [], [], {}
+        for key, tensor in target.items():
+            if key.startswith(("head.", "dropout.")):
+                continue
+            if key not in mapped:
+                missing.append(key)
+            elif mapped[key].shape == tensor.shape:
+                load[key] = mapped[key]
+            elif key == stem_key and _same_but_channels(mapped[key], tensor):
+                load[key] = adapt_input_conv(mapped[key], tensor.shape[1])
+            else:
+                mismatched.append(f"{key}: checkpoint {list(mapped[key].shape)} vs model {list(tensor.shape)}")
+        if missing or mismatched:
+            problems = [f"missing {k}" for k in missing[:3]] + mismatched[:3]
+            raise ConfigError(
+                f"model.init_from={origin}: {len(missing)} backbone tensors missing and {len(mismatched)} of another "
+                f"shape ({'; '.join(problems)}); build the checkpoint's architecture (model.backbone, "
+                "model.backbone_args)"
+            )
+        head = self.head.state_dict(prefix="head.")
+        head_loaded = keep_head and all(k in mapped and mapped[k].shape == v.shape for k, v in head.items())
+        if head_loaded:
+            load.update({k: mapped[k] for k in head})
+        self.load_state_dict(load, strict=False)
+        self.loaded_weights = True
+        self.init_report = {"init_from": origin, "tensors_loaded": len(load)}
+        self.init_report["head"] = "loaded" if head_loaded else "reinitialized"
+
     def train(self, mode: bool = True) -> TransferNet:
         # Frozen BatchNorm layers stay in eval mode (running statistics neither used from the batch nor updated),
         # however often Lightning or anything else switches the model to training mode.
         super().train(mode)
         if mode:
             for module in self.modules():
-                if isinstance(module, _BatchNorm) and is_frozen(module):
+                if isinstance(module, BATCH_NORMS) and is_frozen(module):
                     module.eval()
         return self
 
@@ -158,7 +187,21 @@ class TransferNet(nn.Module):
             self.train(mode)
 
 
-NORMS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm)
+NORMS = (*BATCH_NORMS, nn.GroupNorm, nn.LayerNorm)
+
+
+def _same_but_channels(loaded: torch.Tensor, target: torch.Tensor) -> bool:
+    """A stem conv's weight that differs only in input channels (adapted, see ``adapt_input_conv``)."""
+    return loaded.shape[0] == target.shape[0] and loaded.shape[2:] == target.shape[2:]
+
+
+def _source_key(key: str, head_source_name: str) -> str:
+    """A source state-dict key (ClassifierModule prefix removed) as a key of TransferNet."""
+    if key.startswith(("backbone.", "head.")):  # a TransferNet run
+        return key
+    if key.startswith(head_source_name + "."):  # a plain model's classifier is our head
+        return "head." + key[len(head_source_name) + 1 :]
+    return "backbone." + key
 
 
 def freeze(module: nn.Module) -> None:

@@ -39,3 +39,9 @@ def scale_group_lrs(optimizer: torch.optim.Optimizer) -> None:
     for group in optimizer.param_groups:
         if group.get("lr_scale", 1.0) != 1.0:
             group["lr"] = group["lr"] * group["lr_scale"]
+
+
+def is_lbfgs(optimizer: object) -> bool:
+    """Whether an optimizer factory (a partial of the class, as Hydra builds it) makes L-BFGS: the one object-level
+    test (a single parameter group, a closure called several times per step, no accumulation, no channels_last)."""
+    return getattr(optimizer, "func", optimizer) is torch.optim.LBFGS

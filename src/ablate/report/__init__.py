@@ -15,7 +15,8 @@ from ablate.report.plots import plot_bars, plot_curves, read_history
 from ablate.report.reference import load_reference
 from ablate.report.render import render
 from ablate.report.runs import NON_SETTING_KEYS, Run, load_runs
-from ablate.report.stats import Row, available_metrics, baseline_first, compare, join_reference, summarize
+from ablate.report.stats import Row, available_metrics, baseline_first, join_reference, summarize
+from ablate.report.verdicts import compare
 
 __all__ = [
     "NON_SETTING_KEYS",

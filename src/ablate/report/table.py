@@ -46,18 +46,15 @@ Every option is checked before any run is read: a bad value is one line on stder
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ablate.config.metric_registry import is_known, parse
+from ablate.config.metric_registry import is_known
+from ablate.config.rules.table import ALPHA, STALE_AFTER, check_table_args, number_arg
 from ablate.errors import ConfigError
 
 DEFAULT_METRICS = ["train/acc", "test/acc", "gap", "test/nll", "test/ece"]  # those the runs recorded
-CURVE_COLUMNS = ("lr", "time")  # history.csv columns beside the metrics (ablate.runtime.history)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,19 +63,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {message}; see python -m ablate.table --help", file=sys.stderr)
         sys.exit(ConfigError.exit_code)
-
-
-def _number(what: str, example: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if math.isnan(value) or not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}; e.g. {example}")
-        return value
-
-    return convert
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--alpha",
-        type=_number("a number in (0, 1)", "--alpha 0.05", lambda a: 0.0 < a < 1.0),
+        type=number_arg(*ALPHA),
         default=0.05,
         help="significance level of the t-test (default 0.05)",
     )
@@ -111,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-metric", default="val/acc", help="history.csv column for --curves (default val/acc)")
     p.add_argument(
         "--stale-after",
-        type=_number("a positive number of seconds", "--stale-after 600", lambda s: 0.0 < s < math.inf),
+        type=number_arg(*STALE_AFTER),
         default=600.0,
         help="seconds without heartbeat: interrupted (default 600)",
     )
@@ -119,75 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# -- checks on the arguments, before any run is read ---------------------------------------------------------------
-def _check_metric(option: str, metric: str, extra: tuple[str, ...] = ()) -> None:
-    if metric in extra or is_known(metric):
-        return
-    try:
-        parse(metric)
-    except ConfigError as err:
-        also = f" (or {', '.join(extra)})" if extra else ""
-        raise ConfigError(f"{option}: {err}{also}") from None
-
-
-def _check_output(option: str, path: Path | None, figure: bool = False) -> None:
-    """A file this command may create: not a folder, under a folder (not a file), writable; a figure's suffix is a
-    format matplotlib writes."""
-    if path is None:
-        return
-    example = f"{option} {'bars.png' if figure else 'table.md'}"
-    if path.is_dir():
-        raise ConfigError(f"{option} {path} is a folder; give a file name, e.g. {example}")
-    parent = next(p for p in path.parents if p.exists() or p == p.parent)
-    if not parent.is_dir():
-        raise ConfigError(
-            f"{option} {path}: {parent} is a file, not a folder; give a path under a folder, e.g. {example}"
-        )
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"{option} {path}: folder {parent} is not writable; e.g. {example}")
-    if figure and path.suffix:
-        from matplotlib.backend_bases import FigureCanvasBase
-
-        formats = sorted(FigureCanvasBase.get_supported_filetypes())
-        if path.suffix[1:].lower() not in formats:
-            raise ConfigError(
-                f"{option} {path}: matplotlib cannot write .{path.suffix[1:]}; use one of {', '.join(formats)}"
-            )
-
-
-def _check_setting(option: str, setting: str) -> None:
-    bad = [t for t in setting.split() if "=" not in t and t != "(defaults)"]
-    if bad or not setting.strip():
-        raise ConfigError(f"{option} takes a setting as typed, key=value ..., got {setting!r}; e.g. {option} reg=none")
-
-
 def check_args(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, Any] | None]:
-    """Every option, before any run is read; returns the parsed --row-metric and the loaded --reference."""
+    """Every option checked by the rule book (ablate.config.rules.table) before any run is read; returns the parsed
+    --row-metric and the loaded --reference."""
     from ablate.report import load_reference
 
-    for root in args.root:
-        if not root.exists():
-            raise ConfigError(f"no such folder {root}; pass a run or multirun folder (logs/multiruns/<dir>)")
-    for metric in args.metrics or []:
-        _check_metric("--metrics", metric)
-    for option in ("baseline_metric", "plot_metric"):
-        if getattr(args, option):
-            _check_metric(f"--{option.replace('_', '-')}", getattr(args, option))
-    _check_metric("--curve-metric", args.curve_metric, CURVE_COLUMNS)
-    row_metrics = _row_metrics(args.row_metric)
-    if row_metrics and not args.baseline:
-        raise ConfigError("--row-metric needs --baseline (it names what each row is tested with against the baseline)")
-    if args.baseline:
-        _check_setting("--baseline", args.baseline)
-    for setting in row_metrics:
-        _check_setting("--row-metric", setting)
-    if not [k for k in args.over.split(",") if k.strip()] and args.over.strip():
-        raise ConfigError(f"--over takes comma-separated keys, got {args.over!r}; e.g. --over seed,fold")
-    _check_output("--out", args.out)
-    _check_output("--plot", args.plot, figure=True)
-    _check_output("--curves", args.curves, figure=True)
-    reference = load_reference(args.reference) if args.reference else None
-    return row_metrics, reference
+    row_metrics = check_table_args(args)
+    return row_metrics, load_reference(args.reference) if args.reference else None
 
 
 def _load(roots: list[Path], stale_after: float) -> list[Any]:
@@ -247,18 +169,6 @@ def run(args: argparse.Namespace) -> str:
     if reference is not None:
         prose += f"; reference: {reference['source']} (Δ = ours - reference)"
     return f"{prose}\n\n{text}"
-
-
-def _row_metrics(specs: list[str]) -> dict[str, str]:
-    """'SETTING:METRIC' -> {SETTING: METRIC}; the last ':' splits (metric names have none)."""
-    out = {}
-    for spec in specs:
-        setting, sep, metric = spec.rpartition(":")
-        if not sep or not setting.strip() or not metric.strip():
-            raise ConfigError(f"--row-metric takes SETTING:METRIC, e.g. 'ensemble=swa:test/acc_swa'; got '{spec}'")
-        _check_metric("--row-metric", metric.strip())
-        out[setting.strip()] = metric.strip()
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:

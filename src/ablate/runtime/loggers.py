@@ -15,6 +15,8 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
+from ablate.training.lightning_fast import drop_null_anonymous
+
 # Overrides that label or resume a run rather than change what it computes: not part of its name.
 _NOT_SETTINGS = ("tags=", "ckpt_path=", "+tags=", "task_name=")
 
@@ -63,10 +65,7 @@ def wandb_logger(
     logger = WandbLogger(
         offline=offline, name=name or job_name, group=group or job_group, tags=all_tags or None, **kwargs
     )
-    # Lightning (2.6) always passes wandb.init(anonymous=None); wandb >= 0.19 warns on any value of that deprecated
-    # setting, None included ("The anonymous setting has no effect ...", once per run). Leave it unset instead.
-    if logger._wandb_init.get("anonymous") is None:
-        logger._wandb_init.pop("anonymous", None)
+    drop_null_anonymous(logger)  # wandb's once-per-run warning about Lightning's anonymous=None
     return logger
 
 

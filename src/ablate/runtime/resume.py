@@ -23,8 +23,8 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.errors import ConfigError
-from ablate.runtime.checkpoint_io import checksum_path, load_verified, verify
 from ablate.runtime.rundir import checkpoint_run, status_of
+from ablate.training.checkpoint_io import checksum_path, load_verified, verify
 
 # Settings that do not change what is trained (prefixes of dotted keys); everything else is fixed by the checkpoint.
 MAY_CHANGE = (

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedColumn
 
 from ablate.config import metric_registry
+from ablate.training.lightning_fast import LastEveryEpoch
 
 
 def monitor_mode(monitor: str | None, mode: str | None) -> str:
@@ -21,7 +22,7 @@ def monitor_mode(monitor: str | None, mode: str | None) -> str:
     return metric_registry.mode(monitor) if monitor else "min"  # no monitor: Lightning's default, unused
 
 
-class ModelCheckpoint(callbacks.ModelCheckpoint):
+class ModelCheckpoint(LastEveryEpoch):
     """Lightning's ModelCheckpoint with its ``state_key`` computed once instead of on every hook call.
 
     Lightning formats ``callback.state_key`` for each callback on every hook dispatch (several per training step);
@@ -29,19 +30,15 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
     the class keeps Lightning's name, so the key, and checkpoints, stay exactly Lightning's.
 
 
-    Two fixes on top, both through Lightning's own saving methods (and ``write_last``, which ablate.runtime.interrupt
-    calls to save ``last.ckpt`` mid-epoch when a signal stops training):
+    Two fixes on top:
 
-    - ``last.ckpt`` after every epoch. Lightning 2.6 rewrites it only in steps where a top-k checkpoint was also
-      saved, so after an epoch that did not improve the monitored metric, ``last.ckpt`` held an older epoch (and a
-      resume re-trained it). It is now written where Lightning writes it in an improving epoch (validation end, or
-      train epoch end without validation), whatever the metric did.
+    - ``last.ckpt`` after every epoch, and ``write_last``, which ablate.runtime.interrupt calls to save it mid-epoch
+      when a signal stops training (``LastEveryEpoch``, in ablate.training.lightning_fast with Lightning's other
+      internals).
     - A run continued in a new folder (``ckpt_path`` into a finished run) gets copies of that run's checkpoints;
       ``load_state_dict`` maps the saved paths onto the new folder, so "best" keeps meaning best over the whole run
       and nothing in the old folder is ever touched or deleted.
     """
-
-    _last_written_step = -1
 
     def __init__(self, *args: Any, monitor: str | None = None, mode: str | None = None, **kwargs: Any) -> None:
         # mode null (configs/callbacks/default.yaml): the monitor's direction, so "best" follows the metric
@@ -50,27 +47,6 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
     @cached_property
     def state_key(self) -> str:  # type: ignore[override]
         return super().state_key
-
-    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
-        self._last_written_step = trainer.global_step
-
-    def write_last(self, trainer: L.Trainer) -> None:
-        """``last.ckpt`` now, unless it already holds this step (also mid-epoch: ablate.runtime.interrupt's stop)."""
-        if not self.save_last or self._last_written_step == trainer.global_step:
-            return
-        if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != "fit":
-            return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self.write_last(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        self.write_last(trainer)  # also the epochs without validation (check_val_every_n_epoch > 1)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -10,22 +9,18 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.plugins.precision import Precision
-from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from ablate.errors import DivergedError
-from ablate.optim import build_scheduler, param_groups, scale_group_lrs
+from ablate.training import lightning_fast, mid_epoch, optimization
 from ablate.training.regularization import StepRegularizers
-from ablate.training.scoring import average_probabilities, classification_metrics
+from ablate.training.scoring import classification_metrics, eval_logits, gather_rows
 from ablate.training.step_metrics import ClassificationStats
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-MID_EPOCH_KEY = "ablate_mid_epoch"  # checkpoint entry written only by a checkpoint saved inside a training epoch
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(lightning_fast.HookAttrFastPath, L.LightningModule):
     """Trains any ``nn.Module`` classifier on uint8 image batches.
 
     Per step it only does the work that must be per step: the loss, in-place metric adds on the device, and a
@@ -90,15 +85,6 @@ class ClassifierModule(L.LightningModule):
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets `_current_fx_name` around every hook call, ~40 times per step. nn.Module.__setattr__'s
-        # parameter/buffer/module checks made that a measurable share of a small model's step (see
-        # experiments/throughput); the attribute only ever holds a string or None.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
@@ -121,16 +107,14 @@ class ClassifierModule(L.LightningModule):
 
     # -- training ------------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
-        self._step_state["plain_backward"] = backward_hooks_are_no_ops(self)
+        self._step_state["plain_backward"] = lightning_fast.plain_backward(self)
         if self._mid_epoch_state is not None:  # resumed mid-epoch: Lightning skips on_train_epoch_start
-            self._restore_mid_epoch(self._mid_epoch_state)
+            mid_epoch.restore(self, self._mid_epoch_state)
             self._mid_epoch_state = None
 
     def _backward(self, loss: torch.Tensor) -> None:
-        # manual_backward runs the strategy's and precision plugin's backward wrappers and dispatches
-        # on_before_backward / on_after_backward to every callback and the module: ~210 Python calls per step
-        # (experiments/throughput/loop_floor.py). Where all of that is a no-op (see backward_hooks_are_no_ops) the
-        # result is loss.backward().
+        # manual_backward dispatches no-op backward hooks: ~210 Python calls per step (throughput/loop_floor.py).
+        # Where it would do nothing else (lightning_fast.plain_backward), the result is loss.backward().
         if self._step_state["plain_backward"]:
             loss.backward()
         else:
@@ -217,24 +201,17 @@ class ClassifierModule(L.LightningModule):
 
     def _step_epoch_scheduler(self, metrics: dict[str, float], stage: str) -> None:
         scheduler = self.lr_schedulers()
-        if not self.scheduler_monitor:
+        if self.scheduler_monitor:  # names checked in ablate.config.rules
+            scheduler.step(metrics[self.scheduler_monitor.removeprefix(f"{stage}/")])
+        else:
             scheduler.step()
-            return
-        scheduler.step(
-            metrics[self.scheduler_monitor.removeprefix(f"{stage}/")]
-        )  # names checked in ablate.config.rules
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stats: ClassificationStats) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (log of the mean probabilities of R passes for stochastic layers), and the first pass's
         probabilities when R > 1 (the single-pass result, at no extra cost)."""
         x, targets = batch
-        first = None
-        if self.eval_repeats > 1:  # stochastic layers (FMP): average the predicted probabilities of R passes
-            passes = [self.model(x).softmax(dim=1) for _ in range(self.eval_repeats)]
-            logits, first = average_probabilities(passes).clamp_min(1e-12).log(), passes[0]
-        else:
-            logits = self.model(x)
+        logits, first = eval_logits(self.model, x, self.eval_repeats)  # R > 1: stochastic layers (FMP), R passes
         stats.accumulate(logits, targets, F.cross_entropy(logits, targets))
         return logits, first
 
@@ -270,8 +247,7 @@ class ClassifierModule(L.LightningModule):
             self._test_single_pass.append(first.float())
 
     def on_test_epoch_end(self) -> None:
-        """test/loss from the lean counters; test/acc, acc_top5, nll, ece (and per class) from
-        ablate.training.scoring."""
+        """test/loss from the lean counters; test/acc, acc_top5, nll, ece (and per class) from training.scoring."""
         loss = self._reduced_stats(self.test_stats)["loss"]
         if not self._test_outputs:  # no test batch on this rank (e.g. limit_test_batches=0)
             return
@@ -279,22 +255,15 @@ class ClassifierModule(L.LightningModule):
         targets = torch.cat([t for _, t in self._test_outputs])
         self._test_outputs = []
         if self.trainer.world_size > 1:  # each rank holds a disjoint shard: score the whole split on every rank
-            probs, targets = self._gather_uneven(probs), self._gather_uneven(targets)
+            probs, targets = gather_rows(self.all_gather, probs), gather_rows(self.all_gather, targets)
         metrics = classification_metrics(probs, targets, probs.shape[1])
         self.test_per_class = {"test/acc": metrics.pop("acc_per_class")}
         if self._test_single_pass:  # R > 1 passes averaged: also the first pass alone (Graham 2014's "1 test")
             single = torch.cat(self._test_single_pass)
-            single = self._gather_uneven(single) if self.trainer.world_size > 1 else single
+            single = gather_rows(self.all_gather, single) if self.trainer.world_size > 1 else single
             metrics["acc_single_pass"] = float((single.argmax(dim=1) == targets).float().mean())
             self._test_single_pass = []
         self.log_dict({"test/loss": loss, **{f"test/{k}": v for k, v in metrics.items()}}, prog_bar=True)
-
-    def _gather_uneven(self, t: torch.Tensor) -> torch.Tensor:
-        """All ranks' rows of ``t`` (shards may differ by a few rows: padded for all_gather, then trimmed)."""
-        sizes = self.all_gather(torch.tensor(t.shape[0], device=t.device)).flatten().tolist()
-        padded = torch.cat([t, t.new_zeros((max(sizes) - t.shape[0], *t.shape[1:]))])
-        gathered = self.all_gather(padded)
-        return torch.cat([gathered[rank, :size] for rank, size in enumerate(sizes)])
 
     def _reduced_stats(self, stats: ClassificationStats) -> dict[str, float]:
         reduce = None
@@ -309,97 +278,22 @@ class ClassifierModule(L.LightningModule):
 
     # -- optimization --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        # LBFGS takes a single parameter group (and has no weight decay to exempt anything from).
-        single_group = self.decay_bias_and_norm or getattr(self.optimizer_factory, "func", None) is torch.optim.LBFGS
-        optimizer = self.optimizer_factory(param_groups(self.model, single_group, self.backbone_lr_scale))
-        scale_group_lrs(optimizer)
-        if not self.scheduler_config:
-            return optimizer
-        cfg = self.scheduler_config
-        scheduler = build_scheduler(
-            cfg["fn"],
-            optimizer,
-            cfg["interval"],
-            steps=self._optimizer_steps(),
-            epochs=int(self.trainer.max_epochs or 1),
-        )
-        # Returned so Lightning checkpoints it and LearningRateMonitor sees it; training_step and the epoch-end hooks
-        # step it (manual optimization).
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-    def _optimizer_steps(self) -> int:
-        """Optimizer steps in the whole run (accumulation is ours, so the trainer counts batches, not steps)."""
-        batches = int(self.trainer.estimated_stepping_batches)  # also sets up the train loader
-        if self.accumulate_grad_batches == 1:
-            return batches
-        per_epoch = math.ceil(self.trainer.num_training_batches / self.accumulate_grad_batches)
-        steps = per_epoch * int(self.trainer.max_epochs or 1)
-        return min(steps, self.trainer.max_steps) if self.trainer.max_steps > 0 else steps
+        return optimization.configure(self)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain, resolved config only (no nn.Module / partials): loads with torch.load(weights_only=True).
         checkpoint["ablate_config"] = self.run_config
-        # Inside an epoch (a stop at a batch end, or a save at validation end): started but not yet processed.
-        progress = self.trainer.fit_loop.epoch_progress.current if self._trainer is not None else None
-        if progress is not None and self.trainer.state.fn == "fit" and progress.started > progress.processed:
-            checkpoint[MID_EPOCH_KEY] = self._mid_epoch_snapshot()
+        if lightning_fast.inside_train_epoch(self):  # a stop at a batch end, or a save at validation end
+            checkpoint[mid_epoch.KEY] = mid_epoch.snapshot(self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._mid_epoch_state = checkpoint.get(MID_EPOCH_KEY)
+        self._mid_epoch_state = checkpoint.get(mid_epoch.KEY)
         # Checkpoints written before val/loss_best existed: resume with "no best yet" instead of a missing key.
         checkpoint.get("state_dict", {}).setdefault("val_loss_best", torch.full((), math.inf))
 
-    def _mid_epoch_snapshot(self) -> dict[str, Any]:
-        """What a mid-epoch checkpoint needs beyond Lightning's state to continue the epoch exactly as if never
-        stopped: the torch RNG states (augmentation, dropout and noise draw from them; the per-epoch reseed in
-        ``on_train_epoch_start`` does not run on a mid-epoch restart) and the epoch's running train statistics."""
-        state: dict[str, Any] = {
-            "cpu_rng": torch.get_rng_state(),
-            "train_stats": {k: v.detach().cpu().clone() for k, v in self.train_stats.named_buffers()},
-        }
-        loader = self.trainer.train_dataloader
-        if hasattr(loader, "state_dict"):
-            # Lightning saves it too, but loads it only when the fit loop builds the loader after the restore;
-            # configure_optimizers' estimated_stepping_batches builds it before (Trainer._run: strategy.setup,
-            # then restore_training_state), so the saved position would be ignored.
-            state["loader"] = loader.state_dict()
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
 
-    def _restore_mid_epoch(self, state: dict[str, Any]) -> None:
-        self._restore_rng(state)
-        for name, buf in self.train_stats.named_buffers():
-            buf.copy_(state["train_stats"][name])
-        loader = self.trainer.train_dataloader
-        if "loader" in state and hasattr(loader, "load_state_dict"):
-            loader.load_state_dict(state["loader"])  # read at the first batch (the iterator is a generator)
-
-    def _restore_rng(self, state: dict[str, Any]) -> None:
-        torch.set_rng_state(state["cpu_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-
-
-def backward_hooks_are_no_ops(module: L.LightningModule) -> bool:
-    """Whether ``manual_backward`` would do nothing but ``loss.backward()`` for this module in its trainer.
-
-    True for one device with Lightning's plain 32-bit ``Precision`` plugin when neither the module nor any callback
-    overrides ``on_before_backward``, ``on_after_backward`` or the module's ``backward``. Any other precision plugin
-    (mixed precision scales the loss), any other strategy (DDP sets up the gradient sync) or any such hook keeps
-    Lightning's path.
-    """
-    trainer = module.trainer
-    if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.strategy.precision_plugin) is not Precision:
-        return False
-    hooks = ("on_before_backward", "on_after_backward")
-    if any(is_overridden(hook, module, L.LightningModule) for hook in (*hooks, "backward")):
-        return False
-    return not any(is_overridden(hook, callback, L.Callback) for callback in trainer.callbacks for hook in hooks)
-
-
-# Lightning reads the step methods' signatures on every batch (is_param_in_hook_signature -> getfullargspec, ~45
-# Python calls); inspect returns a function's precomputed __signature__ instead of rebuilding it.
-for _step in (ClassifierModule.training_step, ClassifierModule.validation_step, ClassifierModule.test_step):
-    _step.__signature__ = inspect.signature(_step)  # type: ignore[attr-defined]
+# Lightning reads the step methods' signatures on every batch: computed once here.
+lightning_fast.precompute_signatures(
+    ClassifierModule.training_step, ClassifierModule.validation_step, ClassifierModule.test_step
+)

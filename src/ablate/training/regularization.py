@@ -19,8 +19,9 @@ from torch import nn
 from torch.func import functional_call
 
 from ablate.config.schema import RegConfig
-from ablate.errors import ConfigError, require_probability
+from ablate.errors import ConfigError
 from ablate.layers import add_gradient_noise_, apply_max_norm_, convert_to_dropconnect, gradient_noise_std
+from ablate.layers.kinds import BATCH_NORMS
 
 # reg knob -> (model constructor argument, value that means "off", models that accept it)
 MODEL_KNOBS: dict[str, tuple[str, Any, str]] = {
@@ -78,31 +79,6 @@ def model_kwargs(model_target: str, reg: RegConfig, model_cfg: Mapping[str, Any]
     return kwargs
 
 
-def check_reg(reg: RegConfig) -> None:
-    probabilities = ("dropout", "input_dropout", "spatial_dropout", "dropconnect", "label_smoothing")
-    for knob in probabilities:
-        require_probability(f"reg.{knob}", getattr(reg, knob))
-    for knob in ("l1", "l2", "input_noise", "weight_noise", "gradient_noise", "max_norm", "activation_l1"):
-        if getattr(reg, knob) < 0:
-            raise ConfigError(f"reg.{knob} must be >= 0, got {getattr(reg, knob)}")
-    if not 0.0 <= reg.adversarial_eps <= 1.0 or not 0.0 <= reg.adversarial_weight <= 1.0:
-        raise ConfigError("reg.adversarial_eps and reg.adversarial_weight must be in [0, 1]")
-    choices = {
-        "penalty_params": ("weights", "all"),
-        "dropconnect_layers": ("linear", "linear+conv"),
-        "dropconnect_inference": ("mean", "sample"),
-        "fmp_mode": ("random", "pseudorandom"),
-        "stochastic_depth_mode": ("row", "batch"),
-    }
-    for knob, allowed in choices.items():
-        if getattr(reg, knob) not in allowed:
-            raise ConfigError(f"reg.{knob} must be one of {list(allowed)}, got {getattr(reg, knob)!r}")
-    if reg.fmp and not 1.0 < reg.fmp_ratio < 2.0:
-        raise ConfigError(f"reg.fmp_ratio must be in (1, 2), got {reg.fmp_ratio}")
-    if reg.fmp_test_repeats < 1 or reg.early_stopping_patience < 0:
-        raise ConfigError("reg.fmp_test_repeats must be >= 1 and reg.early_stopping_patience >= 0")
-
-
 def apply_dropconnect(model: nn.Module, reg: RegConfig) -> None:
     if not reg.dropconnect:
         return
@@ -128,7 +104,7 @@ def running_stat_copies(model: nn.Module) -> dict[str, torch.Tensor]:
     """
     copies = {}
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+        if isinstance(module, BATCH_NORMS) and module.track_running_stats:
             for buffer_name, buffer in module.named_buffers(recurse=False):
                 copies[f"{name}.{buffer_name}" if name else buffer_name] = buffer.clone()
     return copies

@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
 from ablate.layers.dropconnect import _DropConnectMixin
+from ablate.layers.kinds import DROPOUTS
 
 # Scalar metric names (before the "<stage>/" prefix and any "_<variant>" suffix); per-class accuracy is a list.
 SCALAR_METRICS = ("acc", "acc_top5", "nll", "ece")
@@ -89,9 +90,18 @@ def predict(
     return torch.cat(outputs), torch.cat(labels)
 
 
+def gather_rows(all_gather: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows of ``t`` through ``all_gather`` (a LightningModule's): shards may differ by a few rows, so
+    they are padded for the gather, then trimmed."""
+    sizes = all_gather(torch.tensor(t.shape[0], device=t.device)).flatten().tolist()
+    padded = torch.cat([t, t.new_zeros((max(sizes) - t.shape[0], *t.shape[1:]))])
+    gathered = all_gather(padded)
+    return torch.cat([gathered[rank, :size] for rank, size in enumerate(sizes)])
+
+
 # -- test-time averaging: MC dropout, repeated stochastic passes (FMP), flip TTA ----------------------------------
 # Layers whose train mode samples a random mask: dropout of every kind, and DropConnect (MC DropConnect).
-MC_LAYERS: tuple[type, ...] = (nn.modules.dropout._DropoutNd, _DropConnectMixin)
+MC_LAYERS: tuple[type, ...] = (*DROPOUTS, _DropConnectMixin)
 
 
 def dropout_layers(model: nn.Module) -> list[nn.Module]:
@@ -117,19 +127,52 @@ def mc_dropout(model: nn.Module) -> Iterator[list[nn.Module]]:
         model.train(was_training)
 
 
+# The floor under averaged probabilities before their log in the module's eval step (its val/test numbers depend on
+# it); evaluate.py's averages use the smallest normal float32 instead.
+PROB_FLOOR = 1e-12
+
+
+def stochastic_passes(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    passes: int,
+    flip: bool = False,
+    floor: float = PROB_FLOOR,
+    fp32: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one implementation of "average R stochastic passes" (FMP's repeated passes, MC dropout, flip TTA):
+    (log of the class probabilities averaged over ``passes`` forward passes of ``x`` and, with ``flip``, of its
+    horizontal mirror, clamped at ``floor``; the first pass's probabilities, Graham 2014's single-pass result).
+
+    ``fp32`` takes the softmax in float32 (evaluate.py); the training module's eval step keeps the model's dtype.
+    """
+    views = [x, x.flip(-1)] if flip else [x]
+    probs = [(model(v).float() if fp32 else model(v)).softmax(dim=1) for v in views for _ in range(passes)]
+    return average_probabilities(probs).clamp_min(floor).log(), probs[0]
+
+
+def eval_logits(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, repeats: int = 1
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the training module's eval step scores: the logits, or for ``repeats`` > 1 the log of the mean
+    probabilities of that many passes, with the first pass's probabilities (None for one pass). The averaged model
+    of EMA/SWA and the snapshots are scored the same way."""
+    if repeats > 1:
+        return stochastic_passes(model, x, repeats)
+    return model(x), None
+
+
 def averaged_log_probs(
     model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, passes: int = 1, flip: bool = False
 ) -> torch.Tensor:
     """Log of the class probabilities averaged over ``passes`` forward passes of ``x`` and, with ``flip``, of its
-    horizontal mirror (flip TTA): 2 x passes predictions averaged by :func:`average_probabilities`.
+    horizontal mirror (flip TTA): 2 x passes predictions averaged by :func:`stochastic_passes`.
 
     One pass without flip returns the exact log-softmax of the logits. Log-probabilities are returned because
     their mean equals the mean of the logits up to a per-row constant, so a logit-space ensemble stays exact.
     """
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
-    views = [x, x.flip(-1)] if flip else [x]
     if passes == 1 and not flip:
         return model(x).float().log_softmax(dim=1)
-    probs = average_probabilities([model(v).float().softmax(dim=1) for v in views for _ in range(passes)])
-    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+    return stochastic_passes(model, x, passes, flip, floor=torch.finfo(torch.float32).tiny, fp32=True)[0]

@@ -23,10 +23,10 @@ from torch.optim.swa_utils import update_bn
 from ablate.data.loader import InMemoryLoader
 from ablate.errors import ConfigError
 from ablate.optim.schedulers import swa_start_index
-from ablate.runtime.checkpoint_io import load_verified
-from ablate.training.ensembles.averaging import EMA, SWA, eval_logits, initial_weight_share, planned_updates
+from ablate.training.checkpoint_io import load_verified
+from ablate.training.ensembles.averaging import EMA, SWA, initial_weight_share, planned_updates
 from ablate.training.ensembles.snapshot import SnapshotCollector, snapshot_steps
-from ablate.training.scoring import average_probabilities, classification_metrics, named, predict
+from ablate.training.scoring import average_probabilities, classification_metrics, eval_logits, named, predict
 
 __all__ = [
     "AUTO",
@@ -146,7 +146,7 @@ def _full_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> InMemoryL
 def _probabilities(model: nn.Module, module: Any, loader: InMemoryLoader) -> tuple[torch.Tensor, torch.Tensor]:
     repeats = int(getattr(module, "eval_repeats", 1))
     model.eval()
-    return predict(lambda x: eval_logits(model, x, repeats), loader, module.normalize)
+    return predict(lambda x: eval_logits(model, x, repeats)[0], loader, module.normalize)
 
 
 def _splits(datamodule: Any, test: bool) -> dict[str, InMemoryLoader]:

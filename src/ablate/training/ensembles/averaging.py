@@ -1,8 +1,10 @@
 """Weight averaging inside one run: EMA (Polyak averaging) and SWA (Izmailov et al. 2018).
 
-Built on Lightning's ``WeightAveraging`` / ``EMAWeightAveraging`` (their update rules: when to update, per optimizer
-step, which also holds under our manual optimization and gradient accumulation since ``trainer.global_step`` counts
-optimizer steps) and ``torch.optim.swa_utils`` (``AveragedModel``, the EMA/SWA averaging functions, ``update_bn``).
+Plain Lightning callbacks over ``torch.optim.swa_utils`` (``AveragedModel``, the EMA/SWA averaging functions,
+``update_bn``), with the update rule of Lightning's ``EMAWeightAveraging`` (after optimizer step t when
+t >= start_step and t % every_n_steps == 0; ``trainer.global_step`` counts optimizer steps, also under our manual
+optimization and gradient accumulation). Not subclasses of Lightning's ``WeightAveraging``: every one of its hooks
+was replaced, and what was left to inherit was its private state.
 
 What differs from Lightning's callbacks, on purpose:
 
@@ -26,10 +28,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ablate.training.scoring import eval_logits
 from ablate.training.step_metrics import ClassificationStats
 
 
@@ -70,21 +72,18 @@ def warmup_ema_multi_avg_fn(decay: float, warmup: bool = True) -> Any:
     return update
 
 
-def eval_logits(model: nn.Module, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
-    """Logits (or log of the mean probabilities of ``repeats`` stochastic passes, as the module's eval step does)."""
-    if repeats > 1:
-        return torch.stack([model(x).softmax(dim=1) for _ in range(repeats)]).mean(0).clamp_min(1e-12).log()
-    return model(x)
-
-
-class _RawWeightsAveraging(WeightAveraging):
-    """WeightAveraging that averages ``pl_module.model`` and leaves the module's (raw) weights alone."""
+class RawWeightsAveraging(L.Callback):
+    """An ``AveragedModel`` of ``pl_module.model`` beside the module, whose (raw) weights it leaves alone."""
 
     variant = "avg"  # metric suffix: val/acc_<variant>
     log_per_epoch = False  # score the average on every validation batch (EMA); SWA needs BN stats first
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, device: torch.device | None = None, use_buffers: bool = True, **average_kwargs: Any) -> None:
+        self.device, self.use_buffers, self.average_kwargs = device, use_buffers, average_kwargs
+        self.averaged: AveragedModel | None = None
+        # Optimizer steps taken at the last update (0: the first check is after the first step), and the epoch of the
+        # last per-epoch update (-1: none yet); both saved with the checkpoint.
+        self.latest_update_step, self.latest_update_epoch = 0, -1
         self._pending_state: dict[str, Any] | None = None
         self._val_stats = ClassificationStats()
         self.val_acc_best = 0.0
@@ -92,41 +91,35 @@ class _RawWeightsAveraging(WeightAveraging):
     @property
     def average_model(self) -> nn.Module:
         """The averaged classifier (an ``nn.Module`` with the raw model's structure)."""
-        if self._average_model is None:
+        if self.averaged is None:
             raise RuntimeError("the averaged model exists only after fit() has started")
-        return self._average_model.module
+        return self.averaged.module
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._average_model is None:
-            device = self._device or pl_module.device
-            self._average_model = AveragedModel(
-                pl_module.model, device=device, use_buffers=self._use_buffers, **self._kwargs
+        if stage == "fit" and self.averaged is None:
+            device = self.device or pl_module.device
+            self.averaged = AveragedModel(
+                pl_module.model, device=device, use_buffers=self.use_buffers, **self.average_kwargs
             )
-            self._average_model.eval()  # it is only ever evaluated (update_bn switches modes itself)
+            self.averaged.eval()  # it is only ever evaluated (update_bn switches modes itself)
             self._val_stats.to(device)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending_state is not None:  # resumed: restore the average saved with the checkpoint
-            self._average_model.load_state_dict(self._pending_state)
+            self.averaged.load_state_dict(self._pending_state)
             self._pending_state = None
 
-    # Lightning's hooks, with the classifier instead of the LightningModule as the averaged model.
+    def should_update(self, step_idx: int) -> bool:
+        """Whether to update after optimizer step ``step_idx`` (0-based); subclasses set the rule."""
+        return True
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        if step > self._latest_update_step and self.should_update(step_idx=step - 1):
-            self._average_model.update_parameters(pl_module.model)
-            self._latest_update_step = step
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if epoch > self._latest_update_epoch and self.should_update(epoch_idx=epoch):
-            self._average_model.update_parameters(pl_module.model)
-            self._latest_update_epoch = epoch
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pass  # keep the raw weights in the module (Lightning copies the average in)
+        if step > self.latest_update_step and self.should_update(step - 1):
+            self.averaged.update_parameters(pl_module.model)
+            self.latest_update_step = step
 
     # Validation: the raw weights stay in place; the average is scored on the same batches.
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -141,15 +134,15 @@ class _RawWeightsAveraging(WeightAveraging):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self.log_per_epoch or self._average_model is None or trainer.sanity_checking:
+        if not self.log_per_epoch or self.averaged is None or trainer.sanity_checking:
             return
         x, targets = batch  # already normalized by the module's on_after_batch_transfer
         with torch.no_grad():
-            logits = eval_logits(self.average_model, x, getattr(pl_module, "eval_repeats", 1))
+            logits = eval_logits(self.average_model, x, getattr(pl_module, "eval_repeats", 1))[0]
             self._val_stats.accumulate(logits, targets, nn.functional.cross_entropy(logits, targets))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.log_per_epoch or self._average_model is None or trainer.sanity_checking:
+        if not self.log_per_epoch or self.averaged is None or trainer.sanity_checking:
             return
         reduce = None
         if trainer.world_size > 1:
@@ -165,31 +158,25 @@ class _RawWeightsAveraging(WeightAveraging):
         )
 
     # Checkpoints: state_dict stays the raw weights; the average is callback state (tensors and ints only).
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        pass
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        pass
-
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
-            "latest_update_step": int(self._latest_update_step),
-            "latest_update_epoch": int(self._latest_update_epoch),
+            "latest_update_step": int(self.latest_update_step),
+            "latest_update_epoch": int(self.latest_update_epoch),
             "val_acc_best": float(self.val_acc_best),
         }
-        if self._average_model is not None:
-            state["average"] = {k: v.detach().cpu().clone() for k, v in self._average_model.state_dict().items()}
+        if self.averaged is not None:
+            state["average"] = {k: v.detach().cpu().clone() for k, v in self.averaged.state_dict().items()}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._latest_update_step = int(state_dict["latest_update_step"])
-        self._latest_update_epoch = int(state_dict.get("latest_update_epoch", -1))
+        self.latest_update_step = int(state_dict["latest_update_step"])
+        self.latest_update_epoch = int(state_dict.get("latest_update_epoch", -1))
         self.val_acc_best = float(state_dict.get("val_acc_best", 0.0))
         # Applied at train start: trainer.test(ckpt_path=best) also restores callbacks and must not rewind the average.
         self._pending_state = state_dict.get("average")
 
 
-class EMA(_RawWeightsAveraging, EMAWeightAveraging):
+class EMA(RawWeightsAveraging):
     """Exponential moving average of the weights, updated after every optimizer step (Polyak averaging).
 
     ``use_buffers=True`` (the default): BN running statistics are averaged like the weights, so the EMA model is
@@ -200,30 +187,41 @@ class EMA(_RawWeightsAveraging, EMAWeightAveraging):
     variant = "ema"
     log_per_epoch = True
 
-    def __init__(self, decay: float = 0.999, warmup: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        decay: float = 0.999,
+        warmup: bool = True,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"decay must be in [0, 1], got {decay}")
-        super().__init__(decay=decay, **kwargs)
-        # EMAWeightAveraging passes the per-tensor avg_fn; the foreach version is the same rule, fewer kernel calls.
-        self._kwargs.pop("avg_fn", None)
-        self._kwargs["multi_avg_fn"] = warmup_ema_multi_avg_fn(decay, warmup)
+        # The foreach averaging function (one lerp per tensor list): the same rule as the per-tensor avg_fn.
+        super().__init__(multi_avg_fn=warmup_ema_multi_avg_fn(decay, warmup), **kwargs)
         self.decay, self.warmup = decay, warmup
+        self.update_every_n_steps, self.update_starting_at_step = update_every_n_steps, update_starting_at_step
+
+    def should_update(self, step_idx: int) -> bool:
+        """Lightning's ``EMAWeightAveraging`` rule (``planned_updates`` counts the same steps)."""
+        started = self.update_starting_at_step is None or step_idx >= self.update_starting_at_step
+        return started and self.update_every_n_steps > 0 and step_idx % self.update_every_n_steps == 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        if int(self._average_model.n_averaged) == 0:  # fresh run: the average starts at w0
-            self._average_model.update_parameters(pl_module.model)
+        if int(self.averaged.n_averaged) == 0:  # fresh run: the average starts at w0
+            self.averaged.update_parameters(pl_module.model)
 
     @property
     def updates(self) -> int:
         """Updates made so far (the copy of w0 at train start is not one)."""
-        return max(int(self._average_model.n_averaged) - 1, 0) if self._average_model is not None else 0
+        return max(int(self.averaged.n_averaged) - 1, 0) if self.averaged is not None else 0
 
     def initial_weight_share(self) -> float:
         return initial_weight_share(self.decay, self.updates, self.warmup)
 
 
-class SWA(_RawWeightsAveraging):
+class SWA(RawWeightsAveraging):
     """Stochastic weight averaging: the equal-weight average of the weights at the end of each epoch (after its last
     optimizer step) from ``start_epoch`` on. Buffers are not averaged (``use_buffers=False``); the BN statistics of
     the averaged weights are recomputed with ``torch.optim.swa_utils.update_bn`` before it is scored
@@ -242,13 +240,10 @@ class SWA(_RawWeightsAveraging):
         # validation that precedes on_train_epoch_end, and the checkpoint must include this epoch's update.
         epoch = trainer.current_epoch
         last_batch = batch_idx + 1 == trainer.num_training_batches
-        if last_batch and epoch >= self.start_epoch and epoch > self._latest_update_epoch:
-            self._average_model.update_parameters(pl_module.model)
-            self._latest_update_epoch = epoch
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pass
+        if last_batch and epoch >= self.start_epoch and epoch > self.latest_update_epoch:
+            self.averaged.update_parameters(pl_module.model)
+            self.latest_update_epoch = epoch
 
     @property
     def n_averaged(self) -> int:
-        return int(self._average_model.n_averaged) if self._average_model is not None else 0
+        return int(self.averaged.n_averaged) if self.averaged is not None else 0

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 
 from ablate.optim.schedulers import cycle_ends
+from ablate.training.optimization import optimizer_steps
 
 
 def snapshot_steps(total_steps: int, cycles: int) -> list[int]:
@@ -44,7 +45,8 @@ class SnapshotCollector(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The same run length the scheduler's `total_steps` came from (accumulation counted).
-        total = pl_module._optimizer_steps() if hasattr(pl_module, "_optimizer_steps") else trainer.max_steps
+        accumulate = getattr(pl_module, "accumulate_grad_batches", None)
+        total = optimizer_steps(trainer, accumulate) if accumulate is not None else trainer.max_steps
         self.steps = snapshot_steps(int(total), self.cycles)
         self._pending = set(self.steps) - set(self.taken)
 

@@ -29,13 +29,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import fsspec.utils
 import torch
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ablate.errors import AblateError
 
 SUFFIX = ".sha256"
+
+
+def is_local_path(path: str | Path) -> bool:
+    """A path on this machine's file system (no ``s3://`` and the like): fsspec's own protocol test, the one Lightning
+    uses internally."""
+    return fsspec.utils.get_protocol(str(path)) == "file"
+
+
+def tests_best_weights(test_weights: str, early_stopping_patience: int, has_val: bool) -> bool:
+    """Whether a run tests (and evaluate.py later re-scores) its best-validation checkpoint rather than its last:
+    ``test_weights: best`` (the default) or early stopping, which means "keep the best weights" whatever
+    test_weights says; never without a validation split (no best checkpoint)."""
+    return (test_weights == "best" or early_stopping_patience > 0) and has_val
 
 
 class CheckpointError(AblateError):
@@ -167,7 +180,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO with atomic same-folder writes and sha256 files (see the module docstring)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if not _is_local_file_protocol(path):
+        if not is_local_path(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         if storage_options is not None:
             raise TypeError(f"storage_options is not supported by {type(self).__name__}")
@@ -189,11 +202,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        if _is_local_file_protocol(path) and Path(path).is_file():
+        if is_local_path(path) and Path(path).is_file():
             verify(path)
         return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
     def remove_checkpoint(self, path: Any) -> None:
         super().remove_checkpoint(path)
-        if _is_local_file_protocol(path):
+        if is_local_path(path):
             checksum_path(path).unlink(missing_ok=True)

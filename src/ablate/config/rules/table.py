@@ -1,0 +1,111 @@
+"""The rules of the table command (``python -m ablate.table``): every option checked before any run is read, a bad
+value one line naming the option (ConfigError, exit code 2). argparse converts the numbers with :func:`number_arg`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ablate.config.metric_registry import is_known, parse
+from ablate.errors import ConfigError
+
+CURVE_COLUMNS = ("lr", "time")  # history.csv columns beside the metrics (ablate.runtime.history)
+ALPHA = ("a number in (0, 1)", "--alpha 0.05", lambda a: 0.0 < a < 1.0)
+STALE_AFTER = ("a positive number of seconds", "--stale-after 600", lambda s: 0.0 < s < math.inf)
+
+
+def number_arg(what: str, example: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse ``type``: a float that ``ok`` accepts, else argparse's one-line error."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if math.isnan(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}; e.g. {example}")
+        return value
+
+    return convert
+
+
+def _check_metric(option: str, metric: str, extra: tuple[str, ...] = ()) -> None:
+    if metric in extra or is_known(metric):
+        return
+    try:
+        parse(metric)
+    except ConfigError as err:
+        also = f" (or {', '.join(extra)})" if extra else ""
+        raise ConfigError(f"{option}: {err}{also}") from None
+
+
+def _check_output(option: str, path: Path | None, figure: bool = False) -> None:
+    """A file this command may create: not a folder, under a folder (not a file), writable; a figure's suffix is a
+    format matplotlib writes."""
+    if path is None:
+        return
+    example = f"{option} {'bars.png' if figure else 'table.md'}"
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name, e.g. {example}")
+    parent = next(p for p in path.parents if p.exists() or p == p.parent)
+    if not parent.is_dir():
+        raise ConfigError(
+            f"{option} {path}: {parent} is a file, not a folder; give a path under a folder, e.g. {example}"
+        )
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{option} {path}: folder {parent} is not writable; e.g. {example}")
+    if figure and path.suffix:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = sorted(FigureCanvasBase.get_supported_filetypes())
+        if path.suffix[1:].lower() not in formats:
+            raise ConfigError(
+                f"{option} {path}: matplotlib cannot write .{path.suffix[1:]}; use one of {', '.join(formats)}"
+            )
+
+
+def _check_setting(option: str, setting: str) -> None:
+    bad = [t for t in setting.split() if "=" not in t and t != "(defaults)"]
+    if bad or not setting.strip():
+        raise ConfigError(f"{option} takes a setting as typed, key=value ..., got {setting!r}; e.g. {option} reg=none")
+
+
+def check_table_args(args: argparse.Namespace) -> dict[str, str]:
+    """Every option, before any run is read; returns the parsed --row-metric ({SETTING: METRIC})."""
+    for root in args.root:
+        if not root.exists():
+            raise ConfigError(f"no such folder {root}; pass a run or multirun folder (logs/multiruns/<dir>)")
+    for metric in args.metrics or []:
+        _check_metric("--metrics", metric)
+    for option in ("baseline_metric", "plot_metric"):
+        if getattr(args, option):
+            _check_metric(f"--{option.replace('_', '-')}", getattr(args, option))
+    _check_metric("--curve-metric", args.curve_metric, CURVE_COLUMNS)
+    row_metrics = _row_metrics(args.row_metric)
+    if row_metrics and not args.baseline:
+        raise ConfigError("--row-metric needs --baseline (it names what each row is tested with against the baseline)")
+    if args.baseline:
+        _check_setting("--baseline", args.baseline)
+    for setting in row_metrics:
+        _check_setting("--row-metric", setting)
+    if not [k for k in args.over.split(",") if k.strip()] and args.over.strip():
+        raise ConfigError(f"--over takes comma-separated keys, got {args.over!r}; e.g. --over seed,fold")
+    _check_output("--out", args.out)
+    _check_output("--plot", args.plot, figure=True)
+    _check_output("--curves", args.curves, figure=True)
+    return row_metrics
+
+
+def _row_metrics(specs: list[str]) -> dict[str, str]:
+    """'SETTING:METRIC' -> {SETTING: METRIC}; the last ':' splits (metric names have none)."""
+    out = {}
+    for spec in specs:
+        setting, sep, metric = spec.rpartition(":")
+        if not sep or not setting.strip() or not metric.strip():
+            raise ConfigError(f"--row-metric takes SETTING:METRIC, e.g. 'ensemble=swa:test/acc_swa'; got '{spec}'")
+        _check_metric("--row-metric", metric.strip())
+        out[setting.strip()] = metric.strip()
+    return out
