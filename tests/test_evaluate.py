@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from ablate.errors import ConfigError
+from ablate.evaluation.member_scores import ensemble_probs
 from ablate.evaluation.members import Candidate, collect, rank
 from ablate.evaluation.saved_runs import evaluate, write_outputs
-from ablate.evaluation.scores import ensemble_probs
 from ablate.training.scoring import averaged_log_probs, mc_dropout
 from tests.conftest import CONFIG_DIR, compose_config, read_results, run_cli
 

@@ -56,7 +56,7 @@ def test_recipe_metrics_follow_the_ensemble() -> None:
 def test_monitor_modes_are_derived_from_the_registry(tmp_path: Path) -> None:
     # Before: the checkpoint kept mode=max on val/loss (a warning), early stopping / plateau on val/acc were refused.
     # mode stays null in the config (it is not mutated after checking); the objects built from it follow the monitor.
-    from ablate.build.optimization import scheduler_fn
+    from ablate.build.optimizer_plan import scheduler_fn
     from ablate.build.trainer import config_callbacks
 
     def callback(cfg, kind):

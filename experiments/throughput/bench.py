@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
 from ablate.build import build_datamodule, build_model  # noqa: E402
-from ablate.build.optimization import build_optimization  # noqa: E402
+from ablate.build.optimizer_plan import build_optimization  # noqa: E402
 from ablate.config.schema import AugmentConfig, InitConfig, RegConfig, typed  # noqa: E402
 from ablate.data.augment import build_augment  # noqa: E402
 from ablate.optim import param_groups  # noqa: E402

@@ -12,8 +12,8 @@ runtime, evaluation or report: building knows nothing of run folders, results fi
 """
 
 from ablate.build.data import build_datamodule
+from ablate.build.lightning_module import evaluation_module, training_module
 from ablate.build.model import BuiltModel, build_model
-from ablate.build.module import evaluation_module, training_module
 from ablate.build.recipe import Recipe, build
 
 __all__ = ["BuiltModel", "Recipe", "build", "build_datamodule", "build_model", "evaluation_module", "training_module"]

@@ -16,10 +16,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.build.data import build_datamodule
+from ablate.build.lightning_module import training_module
 from ablate.build.model import build_model
-from ablate.build.module import training_module
 from ablate.build.objects import build_object
-from ablate.build.optimization import build_optimization
+from ablate.build.optimizer_plan import build_optimization
 from ablate.build.trainer import build_loggers, config_callbacks, trainer_args
 from ablate.config.rules import effective_seed
 from ablate.config.schema import AugmentConfig, InitConfig, RegConfig, typed

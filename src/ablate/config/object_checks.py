@@ -47,8 +47,8 @@ def check_optimization(
 
 def planned_steps(cfg: DictConfig, batches_per_epoch: int, accumulate: int) -> tuple[int, int]:
     """(optimizer steps, epochs) the run will make, as Lightning counts them: trainer.limit_train_batches and
-    trainer.max_steps included (ablate.training.optimization.optimizer_steps gives the same number once the trainer
-    exists)."""
+    trainer.max_steps included (ablate.training.configure_optimizers.optimizer_steps gives the same number once the
+    trainer exists)."""
     trainer = cfg.trainer
     limit = trainer.get("limit_train_batches")
     if isinstance(limit, float):

@@ -3,7 +3,7 @@
 Each member is rebuilt from its checkpoint alone (``ablate_config`` = the resolved run config, weights loaded with
 ``weights_only=True``) by the same builders as training, and predicts the official test split once per variant:
 plain (the run's own test, FMP repeats included), MC dropout (``eval.mc_samples``) and flip TTA (``eval.tta``).
-The ensemble averages the members' predictions (``ablate.evaluation.scores``) with
+The ensemble averages the members' predictions (``ablate.evaluation.member_scores``) with
 ``ablate.training.scoring.average_probabilities``, the code every other ensemble uses. Nothing is written into the
 runs' folders: outputs go to this command's own folder, and only once every input has been checked.
 """
@@ -28,6 +28,7 @@ from ablate.config.schema import InitConfig, RegConfig, typed
 from ablate.data.loader import InMemoryLoader
 from ablate.errors import AblateError, ConfigError
 from ablate.evaluation.ensemble_report import plot_curve, write_markdown
+from ablate.evaluation.member_scores import ensemble_scores, member_scores
 from ablate.evaluation.members import (
     TIE_BREAK,
     Candidate,
@@ -40,7 +41,6 @@ from ablate.evaluation.members import (
     warn,
     within_setting,
 )
-from ablate.evaluation.scores import ensemble_scores, member_scores
 from ablate.training.checkpoint_io import load_verified
 from ablate.training.module import ClassifierModule
 from ablate.training.scoring import averaged_log_probs, dropout_layers, mc_dropout, predict

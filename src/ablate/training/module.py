@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.errors import DivergedError
-from ablate.training import lightning_fast, mid_epoch, optimization
+from ablate.training import configure_optimizers as optimization
+from ablate.training import lightning_fast, mid_epoch
 from ablate.training.regularization import StepRegularizers
 from ablate.training.scoring import classification_metrics, eval_logits, gather_rows
 from ablate.training.step_metrics import ClassificationStats

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 
 from ablate.optim.schedulers import cycle_ends
-from ablate.training.optimization import optimizer_steps
+from ablate.training.configure_optimizers import optimizer_steps
 
 
 def snapshot_steps(total_steps: int, cycles: int) -> list[int]:

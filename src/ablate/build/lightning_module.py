@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ablate.build.optimization import Optimization
+from ablate.build.optimizer_plan import Optimization
 from ablate.config.object_checks import is_lbfgs
 from ablate.config.schema import RegConfig
 from ablate.training.module import ClassifierModule
