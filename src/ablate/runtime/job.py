@@ -39,6 +39,7 @@ from ablate.runtime.profiling import NullProfiler
 from ablate.runtime.results import RunRecord
 from ablate.runtime.rundir import check_folder
 from ablate.runtime.sweep_objective import check_objective, divide_threads, objective
+from ablate.training import lightning_fast
 from ablate.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 
 # Lightning warnings that do not apply to in-memory loaders and per-batch normalization in the module.
@@ -74,7 +75,7 @@ def train(
     torch_threads = divide_threads(cfg)  # jobs running at once share the cores (hydra/launcher=joblib)
 
     recipe = build(cfg, quiet=quiet)
-    run_warnings = _new_warnings(record, checked.warnings, recipe.warnings)
+    run_warnings = _new_warnings(record, checked.warnings, [*lightning_fast.NOTES, *recipe.warnings])
     trainer = _trainer(cfg, recipe, extra_callbacks, quiet)
     if record is not None:
         record.update(**outcome.start_fields(recipe, torch_threads))
@@ -98,7 +99,8 @@ def train(
 
 
 def _new_warnings(record: RunRecord | None, config_warnings: list[str], built: Sequence[str]) -> list[str]:
-    """The run's warnings: the rule book's (train.py printed them) and building's (printed here, being new)."""
+    """The run's warnings: the rule book's (train.py printed them) and building's and the framework guards' (printed
+    here, being new)."""
     if not built:
         return config_warnings
     every = [*config_warnings, *built]
