@@ -116,6 +116,14 @@ FUZZ: list[tuple[list[str], str]] = [
     (["callbacks=early_stopping", "callbacks.early_stopping.mode=max"], "callbacks.early_stopping.mode=max contra"),
     (["callbacks.model_checkpoint.monitor=val/f1"], "callbacks.model_checkpoint.monitor must be one of val/loss"),
     (["callbacks=early_stopping", "callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience must"),
+    # rules between the optimizer, model=transfer and the trainer (found by the build before issue 17)
+    (["optimizer.backbone_lr_scale=0.1"], "backbone_lr_scale needs a model with a backbone; use model=transfer"),
+    (["model=transfer", "optimizer=lbfgs", "optimizer.backbone_lr_scale=0.1"], "lbfgs takes a single parameter group"),
+    (["model=transfer", "model.finetune=staged", "trainer.max_epochs=1"], "unfreeze_at_epoch must be in [1, trainer.m"),
+    (["optimizer=lbfgs", "trainer.accumulate_grad_batches=2"], "use a larger data.batch_size instead of trainer.acc"),
+    # the metric a sweep selects on (checked by the job before issue 17)
+    (["optimized_metric=test/acc"], "optimized_metric=test/acc is not a validation metric; sweeps select on val/"),
+    (["optimized_metric=val/f1"], "optimized_metric=val/f1: unknown metric"),
     # run keys
     (["seed=abc"], "seed must be an integer, got 'abc'; e.g. seed=1"),
     (["seed=1.5"], "seed must be an integer, got 1.5"),

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.layers.dropconnect import DropConnectConv2d, DropConnectLinear, convert_to_dropconnect
+from ablate.layers.dropconnect import DropConnectConv2d, DropConnectLinear
+from ablate.layers.dropconnect_convert import convert_to_dropconnect
 
 P = 0.5
 

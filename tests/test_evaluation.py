@@ -59,9 +59,10 @@ def test_named_and_predict() -> None:
 
 def test_module_normalize_matches_the_eval_batch_path(make_cfg) -> None:
     from ablate.training.module import ClassifierModule
+    from ablate.training.module_config import Network
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
-    module = ClassifierModule(model, torch.optim.SGD, None, mean=torch.tensor([0.5]), std=torch.tensor([0.25]))
+    module = ClassifierModule(Network(model, mean=torch.tensor([0.5]), std=torch.tensor([0.25])))
     images = torch.randint(0, 256, (3, 1, 2, 6), dtype=torch.uint8)
     expected = (images.float() / 255 - 0.5) / 0.25
     assert torch.allclose(module.normalize(images), expected)

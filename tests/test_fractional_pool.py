@@ -255,6 +255,7 @@ def test_test_time_average_reduces_variance():
 def test_repeated_test_passes_also_report_the_first_pass_alone():
     """With R > 1 test passes, test/acc averages the R predictions and test/acc_single_pass scores the first one."""
     from ablate.training.module import ClassifierModule
+    from ablate.training.module_config import Evaluation, Network
     from ablate.training.step_metrics import ClassificationStats
 
     class Cycling(torch.nn.Module):  # pass k predicts class k % 3 for every sample
@@ -266,7 +267,7 @@ def test_repeated_test_passes_also_report_the_first_pass_alone():
             self.calls += 1
             return torch.nn.functional.one_hot(torch.full((len(x),), (self.calls - 1) % 3), 3).float() * 10
 
-    module = ClassifierModule(Cycling(), None, None, torch.zeros(1), torch.ones(1), eval_repeats=4)
+    module = ClassifierModule(Network(Cycling(), torch.zeros(1), torch.ones(1)), evaluation=Evaluation(repeats=4))
     x, targets = torch.zeros(5, 1, 2, 2), torch.zeros(5, dtype=torch.long)
     logits, first = module._eval_step((x, targets), ClassificationStats())
     assert module.model.calls == 4

@@ -13,7 +13,6 @@ the optimizer then only receives trainable parameters, and frozen BatchNorm laye
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from ablate.errors import ConfigError
 from ablate.models.transfer import TransferNet, freeze
-from ablate.optim import build_scheduler, is_lbfgs
+from ablate.optim import build_scheduler
 
 # Frozen BatchNorm layers in eval mode at the start of training are intended here.
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
@@ -90,27 +89,13 @@ def _check_scheduler_takes_new_groups(scheduler: dict[str, Any] | None) -> None:
 
 
 def finetune_callbacks(
-    model: nn.Module,
-    cfg: DictConfig,
-    optimizer: Callable[..., torch.optim.Optimizer],
-    backbone_lr_scale: float,
-    scheduler: dict[str, Any] | None,
+    model: nn.Module, backbone_lr_scale: float, scheduler: dict[str, Any] | None
 ) -> list[L.Callback]:
-    """Checks for the chosen strategy, and the callbacks it needs (staged: StagedUnfreezing)."""
-    if not isinstance(model, TransferNet):
-        if backbone_lr_scale != 1.0:
-            raise ConfigError("optimizer.backbone_lr_scale needs a model with a backbone: use model=transfer")
+    """The callbacks model=transfer's strategy needs (staged: StagedUnfreezing). The rules between the LR scale,
+    L-BFGS, the unfreezing epoch and the run length are the rule book's (``ablate.config.rules.cross``); what is left
+    here needs a built scheduler."""
+    if not isinstance(model, TransferNet) or model.finetune != "staged":
         return []
-    if backbone_lr_scale != 1.0 and is_lbfgs(optimizer):
-        raise ConfigError("optimizer=lbfgs takes a single parameter group; drop optimizer.backbone_lr_scale")
-    if model.finetune != "staged":
-        return []
-    max_epochs = int(cfg.trainer.get("max_epochs") or -1)  # -1: no epoch limit (max_steps decides)
-    if model.unfreeze_at_epoch < 1 or 0 < max_epochs <= model.unfreeze_at_epoch:
-        raise ConfigError(
-            f"model.unfreeze_at_epoch must be in [1, trainer.max_epochs) = [1, {max_epochs}), got "
-            f"{model.unfreeze_at_epoch}; the backbone must join before the run ends (finetune=head never unfreezes)"
-        )
     _check_scheduler_takes_new_groups(scheduler)
     ratio = backbone_lr_scale if backbone_lr_scale != 1.0 else 0.1
     return [StagedUnfreezing(model.unfreeze_at_epoch, ratio)]

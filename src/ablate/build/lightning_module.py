@@ -11,9 +11,10 @@ import torch
 from omegaconf import DictConfig
 
 from ablate.build.optimizer_plan import Optimization
-from ablate.config.object_checks import is_lbfgs
 from ablate.config.schema import RegConfig
+from ablate.optim import is_lbfgs
 from ablate.training.module import ClassifierModule
+from ablate.training.module_config import Evaluation, Network, Objective, Stepping
 from ablate.training.regularization import StepRegularizers
 
 
@@ -29,24 +30,25 @@ def training_module(
 ) -> ClassifierModule:
     """The module that trains ``model``; ``run_config`` goes into every checkpoint as ``ablate_config``."""
     optimizer = optimization.optimizer
-    return ClassifierModule(
-        model=model,
+    # torch's LBFGS flattens gradients with .view(-1), which NHWC (channels_last) conv weights do not allow.
+    channels_last = bool(cfg.channels_last) and len(datamodule.input_shape) == 3 and not is_lbfgs(optimizer)
+    stepping = Stepping(
         optimizer=optimizer,
         scheduler=optimization.scheduler,
-        mean=datamodule.mean,
-        std=datamodule.std,
-        seed=seed,
         decay_bias_and_norm=bool(cfg.decay_bias_and_norm),
         backbone_lr_scale=optimization.backbone_lr_scale,
-        label_smoothing=reg.label_smoothing,
-        # torch's LBFGS flattens gradients with .view(-1), which NHWC (channels_last) conv weights do not allow.
-        channels_last=bool(cfg.channels_last) and len(datamodule.input_shape) == 3 and not is_lbfgs(optimizer),
         nan_check_every=int(cfg.nan_check_every),
+        **optimization.stepping,  # gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches
+    )
+    objective = Objective(
+        seed=seed, label_smoothing=reg.label_smoothing, augment=augment, regularizers=StepRegularizers(reg, model)
+    )
+    return ClassifierModule(
+        Network(model, datamodule.mean, datamodule.std, channels_last),
+        stepping,
+        objective,
+        Evaluation(repeats=eval_repeats(reg)),
         run_config=run_config,
-        augment=augment,
-        regularizers=StepRegularizers(reg, model),
-        eval_repeats=eval_repeats(reg),
-        **optimization.stepping,
     )
 
 
@@ -54,15 +56,8 @@ def evaluation_module(
     cfg: DictConfig, model: torch.nn.Module, datamodule: Any, reg: RegConfig, mean: torch.Tensor, std: torch.Tensor
 ) -> ClassifierModule:
     """A checkpoint's network for scoring only (never ``configure_optimizers``), normalizing with its own stats."""
-    return ClassifierModule(
-        model=model,
-        optimizer=None,  # type: ignore[arg-type]
-        scheduler=None,
-        mean=mean,
-        std=std,
-        channels_last=bool(cfg.get("channels_last", False)) and len(datamodule.input_shape) == 3,
-        eval_repeats=eval_repeats(reg),
-    )
+    channels_last = bool(cfg.get("channels_last", False)) and len(datamodule.input_shape) == 3
+    return ClassifierModule(Network(model, mean, std, channels_last), evaluation=Evaluation(repeats=eval_repeats(reg)))
 
 
 def eval_repeats(reg: RegConfig) -> int:

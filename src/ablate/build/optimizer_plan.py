@@ -14,9 +14,9 @@ import torch
 from omegaconf import DictConfig
 
 from ablate.build.finetune import finetune_callbacks, pop_backbone_lr_scale
+from ablate.build.object_checks import check_optimization, check_run_length
 from ablate.build.objects import build_object
 from ablate.config import metric_registry
-from ablate.config.object_checks import check_optimization, check_run_length, optimizer_stepping
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,16 @@ def scheduler_fn(node: DictConfig) -> Any:
     return fn
 
 
+def _stepping(trainer: DictConfig) -> dict[str, Any]:
+    """The module's clipping and accumulation (it steps the optimizer itself), read from Lightning's names under
+    ``trainer``; their values and L-BFGS's refusal of accumulation are the rule book's."""
+    return {
+        "gradient_clip_val": trainer.get("gradient_clip_val") or None,
+        "gradient_clip_algorithm": trainer.get("gradient_clip_algorithm") or "norm",
+        "accumulate_grad_batches": trainer.get("accumulate_grad_batches", 1),
+    }
+
+
 def build_optimization(cfg: DictConfig, model: torch.nn.Module, batches_per_epoch: int) -> Optimization:
     """Everything the module's optimizer step needs; refused here (ConfigError) rather than inside the fit loop."""
     scheduler = None
@@ -48,8 +58,8 @@ def build_optimization(cfg: DictConfig, model: torch.nn.Module, batches_per_epoc
         }
     optimizer_node, backbone_lr_scale = pop_backbone_lr_scale(cfg.optimizer)
     optimizer = build_object(optimizer_node, "optimizer")
-    finetuning = finetune_callbacks(model, cfg, optimizer, backbone_lr_scale, scheduler)  # model=transfer's strategies
-    stepping = optimizer_stepping(cfg, optimizer)
+    finetuning = finetune_callbacks(model, backbone_lr_scale, scheduler)  # model=transfer's staged unfreezing
+    stepping = _stepping(cfg.trainer)
     accumulate = stepping["accumulate_grad_batches"]
     # Ensemble cycles / EMA updates that fit the run, a cyclic LR cut mid-cycle: refused or warned before training.
     warnings = check_run_length(cfg, batches_per_epoch, accumulate)

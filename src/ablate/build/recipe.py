@@ -24,7 +24,6 @@ from ablate.build.trainer import build_loggers, config_callbacks, trainer_args
 from ablate.config.rules import effective_seed
 from ablate.config.schema import AugmentConfig, InitConfig, RegConfig, typed
 from ablate.data.augment import build_augment
-from ablate.errors import ConfigError
 from ablate.training.checkpoint_io import tests_best_weights
 from ablate.training.ensembles import build_callbacks as build_ensemble_callbacks
 from ablate.training.module import ClassifierModule
@@ -61,7 +60,7 @@ def build(cfg: DictConfig, quiet: bool = False) -> Recipe:
     """Build a run from a checked config (``ablate.config.rules.check``). Seeds the global RNG first.
 
     ``quiet`` (a multirun job): no progress bar or model summary. Raises ConfigError for what only the built objects
-    can tell (run length, optimizer arguments, a monitor without a validation split).
+    can tell (run length, optimizer arguments, a staged unfreezing the scheduler cannot take, split sizes).
     """
     reg, aug, init = typed(cfg.reg, RegConfig), typed(cfg.aug, AugmentConfig), typed(cfg.init, InitConfig)
     ensembles = build_ensemble_callbacks(cfg)  # [] for ensemble=none: nothing runs per step
@@ -80,10 +79,7 @@ def build(cfg: DictConfig, quiet: bool = False) -> Recipe:
     if built.backbone_args:  # read from model.init_from's run: recorded, so the checkpoint alone rebuilds this model
         run_config["model"]["backbone_args"] = built.backbone_args
     module = training_module(cfg, model, datamodule, reg, seed, optimization, augment, run_config)
-    has_val = len(datamodule.y_val) > 0
-    monitor = str((optimization.scheduler or {}).get("monitor") or "")
-    if monitor.startswith("val/") and not has_val:
-        raise ConfigError(f"scheduler.monitor={monitor} needs a validation split; set data.val_size > 0")
+    has_val = len(datamodule.y_val) > 0  # a val/ monitor without a split: refused by the rule book (cross.py)
     loggers = build_loggers(cfg)
     return Recipe(
         seed=seed,

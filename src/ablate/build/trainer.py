@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.build.objects import build_object
 from ablate.config import metric_registry
-from ablate.errors import ConfigError
 
 
 def config_callbacks(cfg: DictConfig, has_val: bool, quiet: bool = False) -> list[L.Callback]:
@@ -26,9 +25,7 @@ def config_callbacks(cfg: DictConfig, has_val: bool, quiet: bool = False) -> lis
             node = OmegaConf.merge(node, {"monitor": None, "filename": "epoch{epoch:03d}"})
         callbacks.append(build_object(node, f"callbacks.{name}"))
     patience = cfg.reg.early_stopping_patience
-    if patience:
-        if not has_val:
-            raise ConfigError("reg.early_stopping needs a validation split; set data.val_size > 0")
+    if patience:  # without a validation split: refused by the rule book (cross.py)
         callbacks.append(EarlyStopping(monitor="val/loss", mode=metric_registry.mode("val/loss"), patience=patience))
     # Lightning refuses a progress bar or model summary callback with those switched off (trainer_args).
     return [c for c in callbacks if not (quiet and isinstance(c, ProgressBar | ModelSummary))]

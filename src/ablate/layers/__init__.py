@@ -1,6 +1,7 @@
 """Hand-written layers and regularisers torch lacks: DropConnect, fractional max-pooling, noise, max-norm."""
 
-from ablate.layers.dropconnect import DropConnectConv2d, DropConnectLinear, convert_to_dropconnect
+from ablate.layers.dropconnect import DropConnectConv2d, DropConnectLinear
+from ablate.layers.dropconnect_convert import convert_to_dropconnect
 from ablate.layers.fractional_pool import (
     FractionalMaxPool2d,
     fmp_boundaries,

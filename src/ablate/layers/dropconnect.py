@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DropConnectConv2d", "DropConnectLinear", "convert_to_dropconnect"]  # the converter: dropconnect_convert
+__all__ = ["DropConnectConv2d", "DropConnectLinear"]  # the converter: ablate.layers.dropconnect_convert
 
 Inference = Literal["mean", "sample"]
 Activation = nn.Module | Callable[[Tensor], Tensor] | None
@@ -219,5 +219,3 @@ class DropConnectConv2d(_DropConnectMixin, nn.Conv2d):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._dropconnect_repr()}"
 
-
-from ablate.layers.dropconnect_convert import convert_to_dropconnect  # noqa: E402  (after the layers it builds)

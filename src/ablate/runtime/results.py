@@ -22,6 +22,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from ablate.training.liveness import pid_alive
+
 SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 FINISHED = ("completed", "diverged", "failed")
@@ -43,16 +45,6 @@ def _plain(value: Any) -> Any:
 
 def _now() -> str:
     return time.strftime(TIME_FORMAT, time.localtime())
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def heartbeat_time(value: Any) -> float | None:

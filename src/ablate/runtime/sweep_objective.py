@@ -16,7 +16,7 @@ import os
 
 from omegaconf import DictConfig
 
-from ablate.config import metric_registry
+from ablate.config.rules.search import optimized_metric
 from ablate.errors import ConfigError
 
 
@@ -36,19 +36,10 @@ def _check_search_is_a_multirun() -> None:
 
 
 def check_objective(cfg: DictConfig) -> str:
-    """``optimized_metric`` if it is a validation metric; also refuses a search started without -m."""
+    """``optimized_metric`` (its rule is the rule book's, ``ablate.config.rules.search.optimized_metric``); also
+    refuses a search started without -m, which only Hydra's run mode can tell."""
     _check_search_is_a_multirun()
-    metric = str(cfg.get("optimized_metric") or "val/acc_best")
-    if not metric.startswith("val/"):
-        raise ConfigError(
-            f"optimized_metric={metric} is not a validation metric; sweeps select on val/... "
-            "(e.g. val/acc_best, val/acc, val/loss), never on test data"
-        )
-    try:
-        metric_registry.parse(metric)  # a name the registry does not know has no direction: refuse it
-    except ConfigError as err:
-        raise ConfigError(f"optimized_metric={metric}: {err}") from None
-    return metric
+    return optimized_metric(cfg)
 
 
 def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:

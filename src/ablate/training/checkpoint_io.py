@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ablate.errors import AblateError
+from ablate.training.liveness import pid_alive
 
 SUFFIX = ".sha256"
 
@@ -160,8 +161,6 @@ def load_verified(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the ``.*.tmp`` files a killed writer left in ``folder`` (only files of processes that are gone)."""
-    from ablate.runtime.results import pid_alive
-
     removed = []
     folder = Path(folder)
     if not folder.is_dir():

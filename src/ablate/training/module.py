@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ablate.errors import DivergedError
 from ablate.training import configure_optimizers as optimization
 from ablate.training import lightning_fast, mid_epoch
-from ablate.training.regularization import StepRegularizers
+from ablate.training.module_config import Evaluation, Network, Objective, Stepping
 from ablate.training.scoring import classification_metrics, eval_logits, gather_rows
 from ablate.training.step_metrics import ClassificationStats
 
@@ -30,50 +28,44 @@ class ClassifierModule(lightning_fast.HookAttrFastPath, L.LightningModule):
 
     def __init__(
         self,
-        model: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: dict[str, Any] | None,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        seed: int = 0,
-        decay_bias_and_norm: bool = False,
-        backbone_lr_scale: float = 1.0,
-        label_smoothing: float = 0.0,
-        channels_last: bool = False,
-        nan_check_every: int = 25,
+        network: Network,
+        stepping: Stepping | None = None,
+        objective: Objective | None = None,
+        evaluation: Evaluation | None = None,
         run_config: dict[str, Any] | None = None,
-        augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-        regularizers: StepRegularizers | None = None,
-        eval_repeats: int = 1,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str = "norm",
-        accumulate_grad_batches: int = 1,
     ) -> None:
+        """``run_config``: the resolved config, plain data, written into every checkpoint as ``ablate_config``.
+        A group left out takes its "off" values: a module that only scores (evaluate.py) names ``network`` and
+        ``evaluation``; it has no optimizer, augmentation or regularizers."""
         super().__init__()
+        stepping, objective, evaluation = stepping or Stepping(), objective or Objective(), evaluation or Evaluation()
         # Manual optimization: the step below is the whole of it (forward, backward, gradient noise, clipping, step,
         # max-norm, LR schedule), in that order, in one place. Lightning's automatic loop does the same through about
         # a dozen more hook calls per step: 285 more Python calls per step on a bare module (throughput/loop_floor.py).
         # Under DDP every backward all-reduces, also inside an accumulation window: correct, if not the fastest.
         self.automatic_optimization = False
-        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
-        self.accumulate_grad_batches = accumulate_grad_batches
-        self.model = model
-        self.optimizer_factory, self.scheduler_config = optimizer, scheduler
+        # Unpacked into plain attributes, read per step with one lookup. The submodules and buffers are registered in
+        # the order they always were (model, augment, then the buffers below), so the state dict is unchanged.
+        self.model, self.channels_last = network.model, network.channels_last
+        self.optimizer_factory, self.scheduler_config = stepping.optimizer, stepping.scheduler
+        scheduler = stepping.scheduler
         self.scheduler_interval = scheduler["interval"] if scheduler else None
         self.scheduler_monitor = (scheduler.get("monitor") or "") if scheduler else ""
-        self.seed, self.decay_bias_and_norm = seed, decay_bias_and_norm
-        self.backbone_lr_scale = backbone_lr_scale  # transfer learning: the backbone's groups get lr * scale
-        self.label_smoothing, self.channels_last, self.nan_check_every = label_smoothing, channels_last, nan_check_every
-        self.run_config = run_config or {}
-        self.augment = augment
+        self.decay_bias_and_norm, self.backbone_lr_scale = stepping.decay_bias_and_norm, stepping.backbone_lr_scale
+        self.gradient_clip_val = stepping.gradient_clip_val
+        self.gradient_clip_algorithm = stepping.gradient_clip_algorithm
+        self.accumulate_grad_batches, self.nan_check_every = stepping.accumulate_grad_batches, stepping.nan_check_every
+        self.seed, self.label_smoothing, self.augment = objective.seed, objective.label_smoothing, objective.augment
         # Split so that with every knob off the hot path pays one `is None` test per hook.
+        regularizers = objective.regularizers
         self.regularizers = regularizers if regularizers is not None and regularizers.active else None
         self.step_hooks = regularizers if regularizers is not None and regularizers.has_step_hooks else None
-        self.eval_repeats = eval_repeats
+        self.eval_repeats = evaluation.repeats
+        self.run_config = run_config or {}
         shape = (1, -1, 1, 1)
         # Kept in the state dict so a checkpoint is self-contained for evaluation and ensembles.
-        self.register_buffer("mean", mean.float().reshape(shape))
-        self.register_buffer("std", std.float().reshape(shape))
+        self.register_buffer("mean", network.mean.float().reshape(shape))
+        self.register_buffer("std", network.std.float().reshape(shape))
         self.register_buffer("val_acc_best", torch.zeros(()))
         self.register_buffer("val_loss_best", torch.full((), math.inf))  # val/loss_best: the symmetric "best epoch"
         self.train_stats, self.val_stats, self.test_stats = (ClassificationStats() for _ in range(3))
@@ -83,7 +75,7 @@ class ClassifierModule(lightning_fast.HookAttrFastPath, L.LightningModule):
         # A dict, so the hot path never goes through nn.Module.__setattr__.
         self._step_state = {"last_batch": -1, "plain_backward": False}
         self._mid_epoch_state: dict[str, Any] | None = None  # from a mid-epoch checkpoint, applied at train start
-        if channels_last:
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import json
 import socket
 from typing import TYPE_CHECKING, Any
 
-from ablate.runtime.results import pid_alive
+from ablate.training.liveness import pid_alive
 from hydra_plugins.ablate_optuna_sweeper import optuna_compat
 from hydra_plugins.ablate_optuna_sweeper.space import SearchError
 

@@ -5,10 +5,10 @@
 - ``train_keys``: train.py's keys (``RULES``, ``rule_for``, ``effective_seed``); ``typed_nodes``: the reg / aug knobs;
   ``cross``: rules between keys; ``passes``: the one pass, :func:`check` (a checked copy + warnings) and
   :func:`validate` (the warnings only; neither writes into the config it is given);
-- ``evaluate``: evaluate.py's keys; ``search``: the Optuna sweeper's settings and space; ``table``: the table
-  command's options.
+- ``evaluate``: evaluate.py's keys; ``search``: the Optuna sweeper's settings and space, and train.py's
+  ``optimized_metric``; ``table``: the table command's options.
 
-Checks that need built objects or loaded data stay where those exist (``ablate.config.object_checks``, the data
+Checks that need built objects or loaded data stay where those exist (``ablate.build.object_checks``, the data
 module's split sizes); they name the key the same way. This package imports no torch (a test checks ``sys.modules``).
 """
 

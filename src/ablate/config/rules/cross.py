@@ -12,7 +12,7 @@ from typing import Any
 
 from ablate.config import metric_registry
 from ablate.config.rules.core import check_value, integer
-from ablate.config.rules.train_keys import LBFGS, PLATEAU
+from ablate.config.rules.train_keys import LBFGS_TARGETS, PLATEAU, TRANSFER
 from ablate.config.schema import AugmentConfig, RegConfig, turned_on
 from ablate.errors import ConfigError
 
@@ -149,7 +149,30 @@ def check_combinations(cfg: dict[str, Any]) -> list[str]:
         )
     if optimizer.get("nesterov") and not optimizer.get("momentum"):
         raise ConfigError("optimizer.nesterov=true needs optimizer.momentum > 0; e.g. optimizer.momentum=0.9")
+    check_optimizer_and_model(optimizer, cfg.get("model") or {}, trainer)
     return warnings + _lbfgs_warnings(optimizer, reg, cfg.get("aug") or {}, cfg.get("model") or {})
+
+
+def check_optimizer_and_model(optimizer: dict, model: dict, trainer: dict) -> None:
+    """Rules between the optimizer, model=transfer and the trainer: transfer learning's LR scale and staged
+    unfreezing, and L-BFGS's single parameter group and closure (read from ``_target_``: no torch here)."""
+    transfer, lbfgs = model.get("_target_") in TRANSFER, optimizer.get("_target_") in LBFGS_TARGETS
+    scaled = optimizer.get("backbone_lr_scale", 1.0) != 1.0
+    if scaled and not transfer:
+        raise ConfigError("optimizer.backbone_lr_scale needs a model with a backbone; use model=transfer or drop it")
+    if scaled and lbfgs:
+        raise ConfigError("optimizer=lbfgs takes a single parameter group; drop optimizer.backbone_lr_scale")
+    unfreeze, max_epochs = model.get("unfreeze_at_epoch", 1), int(trainer.get("max_epochs") or -1)  # -1: max_steps
+    if transfer and model.get("finetune", "full") == "staged" and 0 < max_epochs <= unfreeze:
+        raise ConfigError(
+            f"model.unfreeze_at_epoch must be in [1, trainer.max_epochs) = [1, {max_epochs}), got {unfreeze}; "
+            "the backbone must join before the run ends (finetune=head never unfreezes)"
+        )
+    if lbfgs and (trainer.get("accumulate_grad_batches") or 1) > 1:
+        raise ConfigError(
+            "optimizer=lbfgs re-evaluates its closure; use a larger data.batch_size instead of "
+            "trainer.accumulate_grad_batches"
+        )
 
 
 # reg knobs that make the loss random from one evaluation to the next (their "off" value: RegConfig's default)
@@ -158,7 +181,7 @@ RANDOM_REG = ("dropout", "input_dropout", "spatial_dropout", "dropconnect", "fmp
 
 
 def _lbfgs_warnings(optimizer: dict, reg: dict, aug: dict, model: dict) -> list[str]:
-    if optimizer.get("_target_") != LBFGS:
+    if optimizer.get("_target_") not in LBFGS_TARGETS:
         return []
     random_knobs = [f"model.{k}" for k in ("dropout", "input_dropout", "spatial_dropout") if model.get(k)]
     random_knobs += [f"reg.{k}" for k in turned_on(reg, RegConfig) if k in RANDOM_REG]

@@ -1,9 +1,10 @@
 """The one checking pass over train.py's composed config, before torch is imported (answers in well under 1 s).
 
 :func:`check` resolves the config, coerces numeric strings (``optimizer.lr=${oc.env:LR}`` arrives as ``'0.01'``),
-checks every present key against its rule (``train_keys``), the typed reg / aug nodes (``typed_nodes``) and then the
-contradictions between keys (``cross``). It returns a :class:`Checked`: a checked copy of the config, holding the
-coerced values, and the warnings. The config it was given is never written: what runs is the copy.
+checks every present key against its rule (``train_keys``), the typed reg / aug nodes (``typed_nodes``), the
+contradictions between keys (``cross``) and the metric a sweep selects on (``search.optimized_metric``). It returns
+a :class:`Checked`: a checked copy of the config, holding the coerced values, and the warnings. The config it was
+given is never written: what runs is the copy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ablate.config.rules import cross
+from ablate.config.rules import cross, search
 from ablate.config.rules.core import check_value
 from ablate.config.rules.train_keys import rule_for
 from ablate.config.rules.typed_nodes import check_typed
@@ -73,7 +74,9 @@ def _check(cfg: DictConfig) -> tuple[dict[str, Any], list[str]]:
     cross.check_ckpt_path(plain.get("ckpt_path"))
     cross.check_ensemble_members(plain)
     check_typed(plain)
-    return coerced, cross.check_modes(plain) + cross.check_combinations(plain)
+    warnings = cross.check_modes(plain) + cross.check_combinations(plain)
+    search.optimized_metric(plain)
+    return coerced, warnings
 
 
 # -- the pass over a composed config -----------------------------------------------------------------------------

@@ -4,8 +4,10 @@ them as ``error: <message>`` and exits 2."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from ablate.config import metric_registry
 from ablate.config.rules.core import Rule, check_value, choice, integer
 from ablate.errors import ConfigError
 
@@ -100,3 +102,20 @@ def check_objective(metric: str, per_epoch: list[str], end: list[str], pruned: b
             f"hydra.sweeper.pruner watches the objective after every epoch, but {metric} is computed once "
             f"after training; optimize a per-epoch metric ({', '.join(per_epoch)}) or set hydra.sweeper.pruner=null"
         )
+
+
+def optimized_metric(cfg: Mapping[str, Any]) -> str:
+    """train.py's ``optimized_metric`` (what a sweep selects on; default val/acc_best), refused unless it is a
+    validation metric the registry knows (an unknown name has no direction). Checked for every run by
+    :func:`ablate.config.rules.check`; a sweep job reads the name back through here."""
+    metric = str(cfg.get("optimized_metric") or "val/acc_best")
+    if not metric.startswith("val/"):
+        raise ConfigError(
+            f"optimized_metric={metric} is not a validation metric; sweeps select on val/... "
+            "(e.g. val/acc_best, val/acc, val/loss), never on test data"
+        )
+    try:
+        metric_registry.parse(metric)
+    except ConfigError as err:
+        raise ConfigError(f"optimized_metric={metric}: {err}; e.g. optimized_metric=val/acc_best") from None
+    return metric

@@ -1,8 +1,8 @@
 """The rules of train.py's keys: the data, model, optimizer, scheduler, trainer, callbacks and ensemble groups and
 the run keys of configs/train.yaml. Key (exact, or an fnmatch pattern) -> :class:`Rule`; the first match wins; keys
 absent from the config are not checked, and keys without a rule are left to the code that consumes them (torch's and
-Lightning's own argument checks run in ``object_checks.check_optimization`` before training). The typed ``reg`` /
-``aug`` nodes have their rules in ``typed_nodes``."""
+Lightning's own argument checks run in ``ablate.build.object_checks.check_optimization`` before training). The typed
+``reg`` / ``aug`` nodes have their rules in ``typed_nodes``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ SEED_MODULUS = 2**32  # numpy / Lightning / scikit-learn seeds live in [0, 2**32
 METRICS = ("val/loss", "val/acc", "train/loss", "train/acc")
 MONITORABLE = (*METRICS, "val/acc_best", "val/loss_best")
 LBFGS = "torch.optim.LBFGS"
+LBFGS_TARGETS = (LBFGS, "torch.optim.lbfgs.LBFGS")  # both dotted paths build torch's L-BFGS
+# model=transfer's class; both dotted paths build it (configs/model/transfer.yaml names the first)
+TRANSFER = ("ablate.models.TransferNet", "ablate.models.transfer.TransferNet")
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
 
 # Key (exact, or an fnmatch pattern) -> rule. The first match wins; keys absent from the config are not checked.

@@ -1,6 +1,8 @@
-"""Checks that need the built model or torch: the optimizer and scheduler are built once on a throwaway copy.
+"""Checks that need the built objects: the optimizer and scheduler built once on a throwaway copy, and the run's
+length (known once the data are loaded) against the ensemble's cycles and a cyclic schedule.
 
-Checks of single values and of contradictions between keys live in ``ablate.config.rules`` (torch-free, run first)."""
+Every rule on values and between keys is the rule book's (``ablate.config.rules``, torch-free, run first); these
+are in build because they need torch, the model or the data (they were ``ablate.config.object_checks``)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.optim import build_scheduler, is_lbfgs  # is_lbfgs: re-exported for the job
+from ablate.optim import build_scheduler
 from ablate.optim.schedulers import cyclic_end_warning
 from ablate.training.ensembles import check_run_length as check_ensemble
 
@@ -78,27 +80,3 @@ def check_run_length(cfg: DictConfig, batches_per_epoch: int, accumulate: int) -
         warning = cyclic_end_warning(total, int(fn.get("step_size_up", 2000)), fn.get("step_size_down"), unit)
         warnings += [warning] if warning else []
     return warnings
-
-
-def optimizer_stepping(cfg: DictConfig, optimizer: Callable[..., torch.optim.Optimizer]) -> dict[str, Any]:
-    """The module's clipping and accumulation settings, read from the Lightning names under ``trainer``."""
-    trainer = cfg.trainer
-    clip = trainer.get("gradient_clip_val")
-    algorithm = trainer.get("gradient_clip_algorithm") or "norm"
-    accumulate = trainer.get("accumulate_grad_batches", 1)
-    if clip is not None and not clip >= 0:
-        raise ConfigError(f"trainer.gradient_clip_val must be >= 0 (null = off), got {clip}")
-    if algorithm not in ("norm", "value"):
-        raise ConfigError(f"trainer.gradient_clip_algorithm must be 'norm' or 'value', got {algorithm!r}")
-    if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
-        raise ConfigError(f"trainer.accumulate_grad_batches must be an integer >= 1, got {accumulate!r}")
-    if accumulate > 1 and is_lbfgs(optimizer):
-        raise ConfigError(
-            "optimizer=lbfgs re-evaluates its closure; use a larger data.batch_size instead of "
-            "trainer.accumulate_grad_batches"
-        )
-    return {
-        "gradient_clip_val": clip or None,
-        "gradient_clip_algorithm": algorithm,
-        "accumulate_grad_batches": accumulate,
-    }
