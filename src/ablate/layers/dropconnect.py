@@ -218,4 +218,3 @@ class DropConnectConv2d(_DropConnectMixin, nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._dropconnect_repr()}"
-
