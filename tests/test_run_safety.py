@@ -276,3 +276,18 @@ def test_a_missing_data_dir_is_not_created_without_download(make_cfg, tmp_path):
     with pytest.raises(SystemExit):
         main(make_cfg("data=mnist", f"data.data_dir={missing}", "data.download=false"))
     assert not (tmp_path / "no").exists()
+
+
+def test_a_checkpoint_from_before_the_regrouping_is_not_a_changed_setting() -> None:
+    """Configs name classes by dotted path; those that moved in issue 17 (ablate.callbacks -> ablate.training.callbacks,
+    ...) still resume: the old path in a checkpoint's config is read as the new one."""
+    from ablate.errors import ConfigError
+    from ablate.runtime.resume import check_unchanged
+
+    def config(target: str, monitor: str) -> dict:
+        return {"callbacks": {"model_checkpoint": {"_target_": target, "monitor": monitor}}}
+
+    saved = config("ablate.callbacks.ModelCheckpoint", "val/acc")
+    assert check_unchanged(saved, config("ablate.training.callbacks.ModelCheckpoint", "val/acc"), "last.ckpt") == {}
+    with pytest.raises(ConfigError, match=r"monitor=val/acc, not val/loss"):
+        check_unchanged(saved, config("ablate.training.callbacks.ModelCheckpoint", "val/loss"), "last.ckpt")

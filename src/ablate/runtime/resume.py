@@ -94,9 +94,26 @@ def fixed_length_schedule(config: dict[str, Any]) -> str | None:
     return target if "total_steps" in inspect.signature(fn).parameters else None
 
 
+# Classes that configs name by ``_target_`` and that moved when src/ablate was regrouped by stage (issue 17): a run
+# started before keeps the old dotted path in its checkpoint's config, and resuming it is not a changed setting.
+MOVED_TARGETS = {
+    "ablate.callbacks.": "ablate.training.callbacks.",
+    "ablate.loggers.": "ablate.runtime.loggers.",
+    "ablate.profiling.": "ablate.runtime.profiling.",
+}
+
+
+def _current_target(value: Any) -> Any:
+    if isinstance(value, str):
+        for old, new in MOVED_TARGETS.items():
+            if value.startswith(old):
+                return new + value[len(old) :]
+    return value
+
+
 def check_unchanged(saved: dict[str, Any], now: dict[str, Any], ckpt: str) -> dict[str, Any]:
     """Refuse settings that differ from the checkpoint's; return the allowed differences."""
-    old, new = _flat(saved), _flat(now)
+    old, new = {k: _current_target(v) for k, v in _flat(saved).items()}, _flat(now)
     changed = {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
     refused = [k for k in changed if not _may_change(k) and k != EXTENDABLE]
     if refused:
