@@ -9,10 +9,12 @@ import io
 import math
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from ablate.report import build, load_runs
@@ -72,7 +74,7 @@ def test_rows_pool_seeds_with_units_only_accuracies_in_percent(sweep, capsys, tm
 
 def test_welch_verdicts_match_a_hand_computed_statistic(sweep, capsys):
     out = table(capsys, sweep, "--baseline", "reg=none", "--metrics", "test/acc", "test/loss")
-    assert "Welch's t-test on test/acc, alpha = 0.05" in out.splitlines()[0]
+    assert "Welch's t-test on test/acc, Holm-corrected, alpha = 0.05" in out.splitlines()[0]
     rows = md_rows(out)
     # By hand: means 0.91 vs 0.81, both sample sd 0.01, n = 3: t = 0.1 / sqrt(2 * 0.01**2 / 3) = 12.247,
     # Welch-Satterthwaite df = 4, two-sided p = 2 * t_4.sf(12.247).
@@ -80,21 +82,21 @@ def test_welch_verdicts_match_a_hand_computed_statistic(sweep, capsys):
     from scipy.stats import t as student_t
 
     p = 2 * student_t.sf(t, 4)
-    assert rows["reg=dropout"][-2:] == ["better", f"{p:.3g}"]
-    assert rows["reg=none"][-2:] == ["baseline", "-"]
-    assert rows["reg=l2"][-2:] == ["-", "-"]  # n = 1: no test, no verdict
+    assert rows["reg=dropout"][-3:-1] == ["better", f"{p:.3g}"]
+    assert rows["reg=none"][-3:-1] == ["baseline", "-"]
+    assert rows["reg=l2"][-3:-1] == ["-", "-"]  # n = 1: no test, no verdict
     out = table(capsys, sweep, "--baseline", "reg=none", "--metrics", "test/acc", "--format", "csv")
     csv_rows = {r["setting"]: r for r in csv.DictReader(io.StringIO(out))}
     assert float(csv_rows["reg=dropout"]["t"]) == pytest.approx(t, rel=1e-9)
     assert float(csv_rows["reg=dropout"]["p_value"]) == pytest.approx(p, rel=1e-9)
     # A stricter level turns the same difference into "n.s."; a loss is better when lower.
-    assert md_rows(table(capsys, sweep, "--baseline", "reg=none", "--alpha", "1e-6"))["reg=dropout"][-2] == "n.s."
+    assert md_rows(table(capsys, sweep, "--baseline", "reg=none", "--alpha", "1e-6"))["reg=dropout"][-3] == "n.s."
     by_loss = ["--baseline", "reg=none", "--metrics", "test/loss", "--baseline-metric", "test/loss"]
     loss_out = table(capsys, sweep, *by_loss)
     assert "vs baseline (test/loss)" in loss_out
-    assert md_rows(loss_out)["reg=dropout"][-2:] == ["-", "-"]  # both sides constant, means differ: undefined
+    assert md_rows(loss_out)["reg=dropout"][-3:-1] == ["-", "-"]  # both sides constant, means differ: undefined
     write_run(sweep, "d9", ["reg=dropout", "seed=9"], **{"train/acc": 0.9, "test/acc": 0.9, "test/loss": 0.32})
-    assert md_rows(table(capsys, sweep, *by_loss))["reg=dropout"][-2] == "better"  # lower loss
+    assert md_rows(table(capsys, sweep, *by_loss))["reg=dropout"][-3] == "better"  # lower loss
 
 
 def test_row_metric_tests_an_ensemble_metric_against_the_baselines_own(tmp_path, capsys):
@@ -105,12 +107,12 @@ def test_row_metric_tests_an_ensemble_metric_against_the_baselines_own(tmp_path,
         write_run(root, f"s{s}", ["ensemble=swa", f"seed={s}"], **{"test/acc": raw, "test/acc_swa": avg})
     args = [root, "--metrics", "test/acc", "--baseline", "ensemble=none"]
     plain = md_rows(table(capsys, *args))
-    assert plain["ensemble=swa"][-2] == "worse"  # its raw weights (0.71) vs SGD (0.81)
+    assert plain["ensemble=swa"][-3] == "worse"  # its raw weights (0.71) vs SGD (0.81)
     out = table(capsys, *args, "--row-metric", "ensemble=swa:test/acc_swa")
     assert "test/acc_swa for ensemble=swa" in out.splitlines()[0]
     assert "test/acc_swa (%)" in out  # the row's metric is added as a column
     rows = md_rows(out)
-    assert rows["ensemble=swa"][-2] == "better (test/acc_swa)" and rows["ensemble=none"][-2] == "baseline"
+    assert rows["ensemble=swa"][-3] == "better (test/acc_swa)" and rows["ensemble=none"][-3] == "baseline"
     t = 0.1 / math.sqrt(2 * 0.01**2 / 3)  # means 0.91 vs 0.81, sd 0.01 each, n = 3 (as in the test above)
     csv_out = table(capsys, *args, "--row-metric", "ensemble=swa:test/acc_swa", "--format", "csv")
     row = {r["setting"]: r for r in csv.DictReader(io.StringIO(csv_out))}["ensemble=swa"]
@@ -140,10 +142,10 @@ def test_a_partial_baseline_compares_within_each_group_of_a_factorial_sweep(tmp_
     out = table(capsys, root, "--metrics", "test/acc", "--baseline", "reg=none")
     assert "per group: the row with reg=none and the same other settings" in out.splitlines()[0]
     rows = md_rows(out)
-    assert rows["model.activation=relu reg=dropout"][-2] == "better"  # 0.90 vs relu's 0.80
-    assert rows["model.activation=tanh reg=dropout"][-2] == "worse"  # 0.90 vs tanh's 0.95
-    assert rows["model.activation=relu reg=none"][-2] == rows["model.activation=tanh reg=none"][-2] == "baseline"
-    assert rows["model.activation=gelu reg=dropout"][-2:] == ["-", "-"]
+    assert rows["model.activation=relu reg=dropout"][-3] == "better"  # 0.90 vs relu's 0.80
+    assert rows["model.activation=tanh reg=dropout"][-3] == "worse"  # 0.90 vs tanh's 0.95
+    assert rows["model.activation=relu reg=none"][-3] == rows["model.activation=tanh reg=none"][-3] == "baseline"
+    assert rows["model.activation=gelu reg=dropout"][-3:-1] == ["-", "-"]
     t = 0.1 / math.sqrt(2 * 0.01**2 / 3)  # both sides sd 0.01, n = 3
     csv_out = table(capsys, root, "--metrics", "test/acc", "--baseline", "reg=none", "--format", "csv")
     relu = {r["setting"]: r for r in csv.DictReader(io.StringIO(csv_out))}["model.activation=relu reg=dropout"]
@@ -162,11 +164,11 @@ def test_settings_are_named_as_typed_and_found_by_value(tmp_path, capsys):
         write_run(root, str(i), [f"optimizer.lr={lr}", f"seed={seed}"], **{"test/acc": 0.1 + 0.7 * (lr == "0.001")})
     rows = md_rows(table(capsys, root, "--metrics", "test/acc", "--baseline", "optimizer.lr=1e-3"))
     assert set(rows) == {"optimizer.lr=1e9", "optimizer.lr=1e-3"}
-    assert rows["optimizer.lr=1e-3"][-2] == "baseline"
+    assert rows["optimizer.lr=1e-3"][-3] == "baseline"
     # Without multirun.yaml (a single run, or a copied folder) the baseline is still found by its value.
     (root / "multirun.yaml").unlink()
     rows = md_rows(table(capsys, root, "--metrics", "test/acc", "--baseline", "optimizer.lr=1e9"))
-    assert rows["optimizer.lr=1000000000.0"][-2] == "baseline"
+    assert rows["optimizer.lr=1000000000.0"][-3] == "baseline"
 
 
 def test_resumed_and_killed_runs_are_counted_once(tmp_path, capsys):
@@ -272,6 +274,8 @@ def test_csv_is_one_column_per_statistic_and_nothing_else(sweep, capsys):
         "compared_metric",
         "t",
         "p_value",
+        "p_holm",
+        "test",
     ]
     by = {r["setting"]: r for r in rows}
     assert float(by["reg=none"]["test/acc_mean"]) == pytest.approx(0.81)  # raw fractions, as in results.json
@@ -303,7 +307,7 @@ def test_latex_is_escaped_booktabs_and_compiles(tmp_path, capsys):
     tex = table(
         capsys, root, "--format", "latex", "--metrics", "test/acc", "test/loss", "--baseline", "model.name=plain"
     )
-    _check_latex(tex, columns=6)
+    _check_latex(tex, columns=7)
     assert latex_escape(weird) in tex and r"test/acc (\%)" in tex and r"$55.00 \pm 7.07$" in tex
     if shutil.which("pdflatex") is None:
         return  # the parse check above stands in for a compiler
@@ -378,7 +382,7 @@ def test_float_overrides_are_named_with_4_significant_digits(tmp_path, capsys):
             write_run(root, f"{i}{s}", [f"optimizer.lr={lr}", f"seed={s}"], **{"test/acc": 0.5 + i / 10 + s / 100})
     out = table(capsys, root, "--metrics", "test/acc", "--baseline", "optimizer.lr=0.003162")
     rows = md_rows(out)
-    assert next(iter(rows)) == "optimizer.lr=0.003162" and rows["optimizer.lr=0.003162"][-2] == "baseline"
+    assert next(iter(rows)) == "optimizer.lr=0.003162" and rows["optimizer.lr=0.003162"][-3] == "baseline"
     assert {"optimizer.lr=0.01", "optimizer.lr=1000000000.0"} <= set(rows)  # short values stay as written
     # Two values that 4 digits would merge keep their full spelling.
     assert {"optimizer.lr=0.12345678", "optimizer.lr=0.12345679"} <= set(rows)
@@ -417,7 +421,7 @@ def test_an_ensemble_metric_is_compared_with_a_baseline_from_another_folder(tmp_
     assert out.startswith("6 runs, 2 settings")
     rows = md_rows(out)
     assert list(rows) == ["ensemble=none", "ensemble=swa"]  # the plain runs named by their default
-    assert rows["ensemble=swa"][-2] == "better (test/acc_swa)" and rows["ensemble=swa"][3] == "91.00 ± 1.00"
+    assert rows["ensemble=swa"][-3] == "better (test/acc_swa)" and rows["ensemble=swa"][3] == "91.00 ± 1.00"
     assert md_rows(table(capsys, plain, swa, plain / "0", *args))["ensemble=none"][1] == "3"  # a run counted once
 
 
@@ -471,6 +475,23 @@ def test_bar_chart_marks_the_baseline_and_zooms_only_on_a_significant_gap(tmp_pa
         (["--baseline", "reg=none", "--row-metric", "swa:test/acc_swa"], "--row-metric takes a setting as typed"),
         (["--over", ","], "--over takes comma-separated keys"),
         (["--metrics"], "argument --metrics: expected at least one argument"),
+        (["--primary", "reg=dropout", "--expected-effect", "0.01", "--margin", "0.005"], "--primary needs --baseline"),
+        (["--baseline", "reg=none", "--primary", "reg=dropout"], "--primary needs --expected-effect and --margin"),
+        (["--margin", "0.01"], "--margin needs --primary SETTING"),
+        (["--expected-effect", "0"], "argument --expected-effect: must be a nonzero number, got '0'"),
+        (["--margin", "-1"], "argument --margin: must be a positive number, got '-1'"),
+        (
+            ["--baseline", "reg=none", "--primary", "dropout", "--expected-effect", "0.01", "--margin", "0.005"],
+            "--primary takes a setting as typed",
+        ),
+        (
+            ["--baseline", "reg=none", "--primary", "reg=dropout", "--expected-effect", "0.01", "--margin", "0.01"],
+            "--margin 0.01 must be smaller than |--expected-effect| 0.01",
+        ),
+        (
+            ["--baseline", "reg=none", "--primary", "reg=dropout", "--expected-effect", "2", "--margin", "0.5"],
+            "test/acc is a fraction (as in results.json)",
+        ),
     ],
 )
 def test_bad_table_arguments_are_one_line_errors_naming_the_option(sweep, tmp_path, capsys, args, expected):
@@ -482,3 +503,143 @@ def test_bad_table_arguments_are_one_line_errors_naming_the_option(sweep, tmp_pa
     # Checked before any run is read: the same error with a folder that holds no runs.
     (tmp_path / "no_runs").mkdir(exist_ok=True)
     assert expected.format(**paths) in error_of(capsys, tmp_path / "no_runs", *args)
+
+
+# -- issue 18, item 1: the verdict rule of experiments/README.md ------------------------------------------------------
+def _primary(capsys, root, *extra, effect="0.005", margin="0.002", fmt="md"):
+    args = [root, "--metrics", "test/acc", "--baseline", "ensemble=none", "--primary", "ensemble=swa"]
+    return table(capsys, *args, "--expected-effect", effect, "--margin", margin, "--format", fmt, *extra)
+
+
+def _verdict_line(out):
+    return next(line for line in out.splitlines() if line.startswith("**Primary:"))
+
+
+def test_primary_is_paired_by_seed_and_says_yes(tmp_path, capsys):
+    """Seeds vary a lot, the within-seed gain (+0.3 points) is steady: Welch cannot see it, the paired test can."""
+    from scipy.stats import ttest_ind, ttest_rel
+
+    root = tmp_path / "paired"
+    base = [0.80, 0.84, 0.78, 0.86, 0.82]
+    gain = [0.0030, 0.0035, 0.0025, 0.0032, 0.0028]
+    for s, (b, g) in enumerate(zip(base, gain, strict=True)):
+        write_run(root, f"n{s}", ["ensemble=none", f"seed={s}"], seed=s, **{"test/acc": b})
+        write_run(root, f"s{s}", ["ensemble=swa", f"seed={s}"], seed=s, **{"test/acc": b + g})
+    swa = [b + g for b, g in zip(base, gain, strict=True)]
+    assert ttest_ind(swa, base, equal_var=False).pvalue > 0.5  # unpaired: nothing to see
+    p = ttest_rel(swa, base).pvalue
+    out = _primary(capsys, root)
+    line = _verdict_line(out)
+    assert "(paired t, 5 pairs)" in line and f"p = {p:.3g}" in line and "**Verdict: yes**" in line
+    assert "difference +0.30 points" in line and "minimum detectable" not in line
+    assert "primary: ensemble=swa" in out.splitlines()[0] and "| p | p (Holm) |" in out
+    assert md_rows(out)["ensemble=swa"][-3:] == ["primary: yes (paired t)", f"{p:.3g}", "-"]  # not in the Holm family
+    row = {r["setting"]: r for r in csv.DictReader(io.StringIO(_primary(capsys, root, fmt="csv")))}["ensemble=swa"]
+    assert (row["verdict"], row["test"], row["p_holm"]) == ("yes", "paired t", "")
+    assert float(row["p_value"]) == pytest.approx(p, rel=1e-9)
+    # The same gain expected the other way round (the paper claims it hurts): significant against it, "no".
+    assert "**Verdict: no** (significant at alpha = 0.05 against" in _verdict_line(
+        _primary(capsys, root, effect="-0.005")
+    )
+
+
+def test_primary_says_no_when_equivalent_within_the_margin(tmp_path, capsys):
+    from scipy.stats import t as student_t
+
+    root = tmp_path / "equivalent"
+    base = [0.80, 0.84, 0.78, 0.86, 0.82]
+    noise = [0.0010, -0.0010, 0.0005, -0.0005, 0.0]  # mean difference 0, sd of the differences 0.00079
+    for s, (b, e) in enumerate(zip(base, noise, strict=True)):
+        write_run(root, f"n{s}", ["ensemble=none", f"seed={s}"], seed=s, **{"test/acc": b})
+        write_run(root, f"s{s}", ["ensemble=swa", f"seed={s}"], seed=s, **{"test/acc": b + e})
+    line = _verdict_line(_primary(capsys, root, effect="0.01", margin="0.005"))
+    se = statistics.stdev(noise) / math.sqrt(5)
+    p_tost = student_t.sf(0.005 / se, 4)  # mean difference 0: both one-sided tests give the same p
+    assert "**Verdict: no** (equivalent within ±margin: TOST p = " + f"{p_tost:.3g})" in line
+    assert "p = 1" in line and "(paired t, 5 pairs)" in line
+    # A margin too narrow for this spread: neither test decides.
+    assert "**Verdict: inconclusive**" in _verdict_line(_primary(capsys, root, effect="0.01", margin="0.0001"))
+
+
+def test_inconclusive_primary_reports_the_minimum_detectable_effect(tmp_path, capsys):
+    """Different seeds per arm: Welch. The MDE is the difference a two-sided t-test at alpha finds with power 0.8."""
+    from scipy.stats import nct
+    from scipy.stats import t as student_t
+
+    root = tmp_path / "unpaired"
+    base, swa = [0.80, 0.82, 0.81], [0.81, 0.83, 0.79]  # sd 0.01 and 0.02, same mean
+    for s, (b, a) in enumerate(zip(base, swa, strict=True)):
+        write_run(root, f"n{s}", ["ensemble=none", f"seed={s}"], seed=s, **{"test/acc": b})
+        write_run(root, f"s{s}", ["ensemble=swa", f"seed={s + 10}"], seed=s + 10, **{"test/acc": a})
+    out = _primary(capsys, root)
+    line = _verdict_line(out)
+    assert "(Welch, 3 vs 3)" in line and "**Verdict: inconclusive**" in line and "| p (Welch) | p (Holm) |" in out
+    # By hand: se^2 = 0.01^2/3 + 0.02^2/3, Welch-Satterthwaite df = se^4 / ((0.01^2/3)^2/2 + (0.02^2/3)^2/2) = 2.94;
+    # power(d) = P(T' > t_crit) + P(T' < -t_crit), T' noncentral t with df and d / se; bisect power = 0.8.
+    v1, v2 = 0.01**2 / 3, 0.02**2 / 3
+    se, df = math.sqrt(v1 + v2), (v1 + v2) ** 2 / (v1**2 / 2 + v2**2 / 2)
+    crit = student_t.ppf(0.975, df)
+    lo, hi = 0.0, 100.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        power = nct.sf(crit, df, mid) + np.nan_to_num(nct.cdf(-crit, df, mid))  # NaN for a large mid: ~0
+        lo, hi = (mid, hi) if power < 0.8 else (lo, mid)
+    mde = lo * se
+    assert 0.05 < mde < 0.07  # about 6 points: far beyond the expected 0.5
+    assert f"minimum detectable effect at this n and std: {mde * 100:.2f} points" in line
+    row = {r["setting"]: r for r in csv.DictReader(io.StringIO(_primary(capsys, root, fmt="csv")))}["ensemble=swa"]
+    assert row["verdict"] == "inconclusive" and float(row["mde"]) == pytest.approx(mde, rel=1e-6)
+
+
+def test_holm_adjustment_matches_a_hand_computation(tmp_path, capsys):
+    from scipy.stats import ttest_ind
+
+    from ablate.report.verdicts import holm
+
+    # Sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    root = tmp_path / "family"
+    base = [0.80, 0.82, 0.81]
+    gaps = {"reg=a": 0.025, "reg=b": 0.024, "reg=c": 0.10}
+    for s, b in enumerate(base):
+        write_run(root, f"n{s}", ["reg=none", f"seed={s}"], **{"test/acc": b})
+        for setting, g in gaps.items():
+            write_run(root, f"{setting}{s}", [setting, f"seed={s}"], **{"test/acc": b + g})
+    raw = {k: ttest_ind([b + g for b in base], base, equal_var=False).pvalue for k, g in gaps.items()}
+    assert raw["reg=a"] < 0.05 and raw["reg=b"] < 0.05  # each "significant" alone
+    by_hand = {"reg=c": 3 * raw["reg=c"], "reg=a": max(3 * raw["reg=c"], 2 * raw["reg=a"])}
+    by_hand["reg=b"] = max(by_hand["reg=a"], raw["reg=b"])
+    rows = md_rows(table(capsys, root, "--metrics", "test/acc", "--baseline", "reg=none"))
+    for setting, p_adj in by_hand.items():
+        assert rows[setting][-1] == f"{p_adj:.3g}" and rows[setting][-2] == f"{raw[setting]:.3g}"
+    assert rows["reg=c"][-3] == "better"
+    assert rows["reg=a"][-3] == rows["reg=b"][-3] == "n.s."  # p_holm 0.0726 > 0.05: never "better"
+    out = table(capsys, root, "--metrics", "test/acc", "--baseline", "reg=none", "--format", "csv")
+    csv_rows = {r["setting"]: r for r in csv.DictReader(io.StringIO(out))}
+    for setting, p_adj in by_hand.items():
+        assert float(csv_rows[setting]["p_holm"]) == pytest.approx(p_adj, rel=1e-9)
+        assert csv_rows[setting]["test"] == "Welch"
+
+
+def test_a_gap_that_is_not_significant_is_never_called_better_or_worse(tmp_path, capsys):
+    """Every row worded better/worse has a Holm-adjusted p below alpha; the rest say n.s., at any alpha."""
+    root = tmp_path / "many"
+    base = [0.80, 0.82, 0.81, 0.79]
+    for s, b in enumerate(base):
+        write_run(root, f"n{s}", ["reg=none", f"seed={s}"], **{"test/acc": b, "test/loss": 1 - b})
+        for k, g in enumerate((0.004, 0.01, 0.02, 0.03, -0.02, -0.03, 0.06)):
+            wobble = (-1) ** (s + k) * 0.004
+            write_run(
+                root, f"r{k}-{s}", [f"reg=r{k}", f"seed={s}"], **{"test/acc": b + g + wobble, "test/loss": 1 - b - g}
+            )
+    for alpha in ("0.05", "0.01", "0.2"):
+        for metric in ("test/acc", "test/loss"):
+            out = table(
+                capsys, root, "--metrics", metric, "--baseline", "reg=none", "--alpha", alpha, "--format", "csv"
+            )
+            tested = [r for r in csv.DictReader(io.StringIO(out)) if r["test"]]
+            assert len(tested) == 7
+            for r in tested:
+                significant = float(r["p_holm"]) < float(alpha)
+                assert (r["vs_baseline"] in ("better", "worse")) == significant, r
+                assert significant or r["vs_baseline"] == "n.s."

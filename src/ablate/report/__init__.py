@@ -1,7 +1,7 @@
 """Sweeps -> tables and figures, used by ``python -m ablate.table`` and notebooks/analysis.ipynb.
 
 runs = load_runs("logs/multiruns/<dir>")                  # runs.py: results.json -> Run
-rows = build(runs, ["test/acc"], baseline="reg=none")     # stats.py: rows, Welch verdicts, reference join
+rows = build(runs, ["test/acc"], baseline="reg=none")     # stats.py + verdicts.py: rows, Holm-corrected verdicts
 print(render(rows, ["test/acc"], "md", "test/acc"))       # render.py: md | csv | latex
 plot_bars(rows, "test/acc", "bars.png"); plot_curves(rows, "val/acc", "curves.png")   # plots.py
 """

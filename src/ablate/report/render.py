@@ -4,6 +4,10 @@ Units: accuracies (metric names containing ``acc``, and ``gap``) in % in Markdow
 recorded; the column header says which. CSV is for programs: values exactly as in results.json (accuracies as
 fractions), one column per statistic, empty cells where a value does not exist (std of n = 1, no verdict), and
 settings with their values as recorded (Markdown and LaTeX round long floats to 4 significant digits).
+
+With a primary comparison (``verdicts.primary``), Markdown ends with its verdict line (test, n, difference with CI,
+p, yes / no / inconclusive or the minimum detectable effect), LaTeX with that line as a comment, and CSV fills its
+``verdict`` (and ``mde``) column on the primary row.
 """
 
 from __future__ import annotations
@@ -83,14 +87,21 @@ def columns(rows: list[Row], metrics: list[str], baseline_metric: str | None) ->
     if any(_not_completed(r) for r in rows):
         cols.append(Column("not completed", lambda r, tex: _not_completed(r)))
     if baseline_metric:
-        dash = lambda tex: "--" if tex else "-"
         cols.append(Column(f"vs baseline ({baseline_metric})", lambda r, tex: _verdict_cell(r, baseline_metric, tex)))
-        cols.append(Column("p (Welch)", lambda r, tex: dash(tex) if math.isnan(r.p) else f"{r.p:.3g}", "$p$ (Welch)"))
+        p_head = "p (Welch)" if all(r.test in ("", "Welch") for r in rows) else "p"  # paired primary: "p"
+        cols.append(Column(p_head, lambda r, tex: _p_cell(r.p, tex), p_head.replace("p", "$p$", 1)))
+        cols.append(Column("p (Holm)", lambda r, tex: _p_cell(r.p_holm, tex), "$p$ (Holm)"))
     return cols
+
+
+def _p_cell(p: float, latex: bool) -> str:
+    return ("--" if latex else "-") if math.isnan(p) else f"{p:.3g}"
 
 
 def _verdict_cell(row: Row, baseline_metric: str, latex: bool) -> str:
     """The verdict, naming the row's own metric when --row-metric gave it one (``n.s. (test/acc_swa)``)."""
+    if row.primary is not None:  # its verdict by the rule (yes / no / inconclusive), the line under the table
+        return f"primary: {row.primary.verdict} ({row.test})"
     text = row.verdict or ("--" if latex else "-")
     if row.verdict and row.compared and row.compared != baseline_metric:
         text += f" ({latex_escape(row.compared) if latex else row.compared})"
@@ -116,7 +127,12 @@ def render_markdown(rows: list[Row], metrics: list[str], baseline_metric: str | 
     cols = columns(rows, metrics, baseline_metric)
     out = ["| " + " | ".join(c.header for c in cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(c.cell(r, False).replace("|", "\\|") for c in cols) + " |" for r in rows]
+    out += ["", r.primary.line()] if (r := _primary_row(rows)) else []
     return "\n".join(out) + "\n"
+
+
+def _primary_row(rows: list[Row]) -> Row | None:
+    return next((r for r in rows if r.primary is not None), None)
 
 
 def render_latex(rows: list[Row], metrics: list[str], baseline_metric: str | None = None) -> str:
@@ -135,6 +151,7 @@ def render_latex(rows: list[Row], metrics: list[str], baseline_metric: str | Non
                 *body,
                 r"\bottomrule",
                 r"\end{tabular}",
+                *([f"% {r.primary.line().replace('**', '')}"] if (r := _primary_row(rows)) else []),
             ]
         )
         + "\n"
@@ -147,12 +164,13 @@ def _raw(value: float | None) -> str:
 
 def render_csv(rows: list[Row], metrics: list[str], baseline_metric: str | None = None) -> str:
     """One line per setting: counts by status, then <metric>_mean, _std, _n (and _ref, _diff; vs_baseline,
-    compared_metric, t, p)."""
+    compared_metric, t, p_value, p_holm, test, and with a primary comparison verdict and mde on its row)."""
     ref_metrics = [m for m in metrics if any(m in r.reference for r in rows)]
     header = ["setting", "n", *(f"n_{s}" for s in NOT_COMPLETED)]
     header += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n")]
     header += [f"{m}_{s}" for m in ref_metrics for s in ("ref", "diff")]
-    header += ["vs_baseline", "compared_metric", "t", "p_value"] if baseline_metric else []
+    header += ["vs_baseline", "compared_metric", "t", "p_value", "p_holm", "test"] if baseline_metric else []
+    header += ["verdict", "mde"] if _primary_row(rows) else []
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -165,7 +183,9 @@ def render_csv(rows: list[Row], metrics: list[str], baseline_metric: str | None 
             ref = r.reference.get(m)
             line += [_raw(ref), _raw(None if ref is None else r.stats[m].mean - ref)]
         if baseline_metric:
-            line += [r.verdict or "", r.compared or baseline_metric, _raw(r.t), _raw(r.p)]
+            line += [r.verdict or "", r.compared or baseline_metric, _raw(r.t), _raw(r.p), _raw(r.p_holm), r.test]
+        if _primary_row(rows):
+            line += [r.primary.verdict, _raw(r.primary.mde)] if r.primary else ["", ""]
         writer.writerow(line)
     return buf.getvalue()
 

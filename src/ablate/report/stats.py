@@ -1,5 +1,6 @@
 """Runs -> rows: one row per setting with mean, std and n of each metric over the pooled keys (seeds, folds),
-completed runs only; the others are counted by status. Verdicts against a baseline: ``verdicts`` (Welch's t-test)."""
+completed runs only; the others are counted by status. Verdicts against a baseline: ``verdicts`` (Welch's t-test,
+Holm-corrected; the primary comparison's yes / no / inconclusive, experiments/README.md "Verdict rule")."""
 
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ class Row:
     compared: str | None = None  # the metric the verdict tested for this row (see compare's row_metrics)
     t: float = math.nan
     p: float = math.nan
+    p_holm: float = math.nan  # Holm-adjusted over the secondary rows (NaN for the baseline and the primary row)
+    test: str = ""  # "Welch" | "paired t" (the primary row, when both arms share seeds) | "" (not tested)
+    primary: Any = None  # verdicts.Primary on the --primary row: yes / no / inconclusive, CI, MDE
     reference: dict[str, float] = field(default_factory=dict)
     shared: frozenset[str] = frozenset()  # overrides every run has, left out of the name
     exact: str = ""  # the name with every value as recorded (CSV); ``setting`` rounds long floats for reading

@@ -2,7 +2,7 @@
 
     python -m ablate.table logs/multiruns/<dir> [<dir> ...] [--metrics train/acc test/acc gap] [--format md|csv|latex]
         [--over seed,fold] [--baseline "reg=none"] [--baseline-metric test/acc] [--alpha 0.05]
-        [--row-metric "ensemble=swa:test/acc_swa" ...]
+        [--row-metric "ensemble=swa:test/acc_swa" ...] [--primary SETTING --expected-effect X --margin M]
         [--reference experiments/<name>/reference.yaml] [--plot bars.png] [--curves curves.png] [--out table.md]
 
 Rows: one per setting, named by its overrides as typed (``optimizer.lr=1e9``; a long float with 4 significant digits,
@@ -18,7 +18,15 @@ Units: accuracies (names with ``acc``, and gap) in %, other metrics as recorded;
 one column per statistic (<metric>_mean, _std, _n). n = 1 has no ± and no verdict.
 
 --baseline: each row gets better / worse / n.s. from Welch's t-test (unequal variances, two-sided) of
---baseline-metric (default: the first --metrics given, else test/acc) against the baseline row, at level --alpha.
+--baseline-metric (default: the first --metrics given, else test/acc) against the baseline row, the p-values
+Holm-corrected over all rows tested: better / worse only when the Holm-adjusted p < --alpha, else n.s.
+--primary SETTING --expected-effect X --margin M: the one comparison the experiment is about (the paper's claim),
+judged by the verdict rule of experiments/README.md: paired t-test by seed when both arms have the same seeds, else
+Welch; yes (p < alpha in the expected direction), no (p < alpha the other way, or equivalent within ±M by two one-sided
+tests), else inconclusive with the minimum detectable effect at this n and std (power 0.8). X is the effect the
+paper leads us to expect, signed as an improvement (> 0: SETTING better than the baseline; lower is better for
+losses), X and M in the metric's raw units (accuracies as fractions: 0.005 = 0.5 points), M < |X|. The primary row
+is left out of the Holm family of the other (secondary) rows.
 In a factorial sweep a baseline may fix only some keys: ``--baseline reg=none`` beside ``model.activation=relu,tanh``
 compares each row with the ``reg=none`` row of the same activation (per-group baselines).
 --row-metric SETTING:METRIC (repeatable) tests that row's METRIC instead, against the baseline's --baseline-metric:
@@ -51,7 +59,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ablate.config.metric_registry import is_known
-from ablate.config.rules.table import ALPHA, STALE_AFTER, check_table_args, number_arg
+from ablate.config.rules.table import ALPHA, EXPECTED_EFFECT, MARGIN, STALE_AFTER, check_table_args, number_arg
 from ablate.errors import ConfigError
 
 DEFAULT_METRICS = ["train/acc", "test/acc", "gap", "test/nll", "test/ece"]  # those the runs recorded
@@ -87,6 +95,19 @@ def _parser() -> argparse.ArgumentParser:
         type=number_arg(*ALPHA),
         default=0.05,
         help="significance level of the t-test (default 0.05)",
+    )
+    p.add_argument("--primary", metavar="SETTING", help="the primary comparison: this row vs --baseline (a verdict)")
+    p.add_argument(
+        "--expected-effect",
+        type=number_arg(*EXPECTED_EFFECT),
+        metavar="X",
+        help="with --primary: the paper's expected effect, > 0 = better, raw units (accuracy 0.005 = 0.5 points)",
+    )
+    p.add_argument(
+        "--margin",
+        type=number_arg(*MARGIN),
+        metavar="M",
+        help="with --primary: equivalence margin, declared up front (|difference| < M counts as no effect)",
     )
     p.add_argument("--reference", type=Path, help="reference.yaml with a paper's numbers to join")
     p.add_argument("--plot", type=Path, help="write a bar chart (mean ± std per setting) to this PNG (or .pdf, .svg)")
@@ -142,6 +163,10 @@ def run(args: argparse.Namespace) -> str:
         metrics = [*metrics, *(m for m in dict.fromkeys([key_metric, *row_metrics.values()]) if m not in metrics)]
     over = tuple(k.strip() for k in args.over.split(",") if k.strip())
     rows = build(runs, metrics, over, args.baseline, key_metric, args.alpha, reference, row_metrics)
+    if args.primary:
+        from ablate.report.verdicts import primary
+
+        primary(rows, args.primary, args.expected_effect, args.margin, args.alpha, over)
     if reference is not None:
         unmatched = [s for s in reference["rows"] if find_row(rows, s) is None]
         if unmatched:
@@ -161,7 +186,9 @@ def run(args: argparse.Namespace) -> str:
     prose = f"{len(runs)} runs, {len(rows)} settings; mean ± std over {', '.join(over) or 'nothing'} (n completed runs)"
     prose += "; accuracies in %, other metrics as recorded"
     if args.baseline:
-        prose += f"; vs baseline: Welch's t-test on {key_metric}, alpha = {args.alpha:g}"
+        prose += f"; vs baseline: Welch's t-test on {key_metric}, Holm-corrected, alpha = {args.alpha:g}"
+        if args.primary:
+            prose += f" (primary: {args.primary}, by the verdict rule of experiments/README.md)"
         if find_row(rows, args.baseline) is None:
             prose += f" (per group: the row with {args.baseline} and the same other settings)"
         if row_metrics:

@@ -1,15 +1,22 @@
-"""Verdicts against a baseline: Welch's t-test of each row against its baseline row (per group in a factorial
-sweep), better / worse / n.s. in the metric's direction (ablate.config.metric_registry)."""
+"""Verdicts against a baseline, by the rule written once in experiments/README.md ("Verdict rule").
+
+Secondary rows: Welch's t-test of each row against its baseline row (per group in a factorial sweep), p-values
+Holm-corrected over all of them, better / worse (in the metric's direction, ablate.config.metric_registry) only when the
+Holm-adjusted p < alpha, else n.s. The primary comparison (``primary``): paired by seed when both arms have the same
+seeds, else Welch; yes / no / inconclusive with the minimum detectable effect."""
 
 from __future__ import annotations
 
 import math
 import statistics
 import warnings
+from dataclasses import dataclass
 
 from ablate.errors import ConfigError
-from ablate.report.runs import normalize, override_key
-from ablate.report.stats import Row, find_row, lower_is_better
+from ablate.report.runs import Run, matches_over, normalize, override_key
+from ablate.report.stats import Row, find_row, is_accuracy, lower_is_better
+
+POWER = 0.8  # of the minimum detectable effect
 
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -84,9 +91,199 @@ def compare(
             # Both sides constant: equal means are no difference (e.g. an inactive option); unequal ones untestable.
             row.verdict = "n.s." if tested and stat.mean == base_values.mean else None
             continue
-        if row.p >= alpha:
-            row.verdict = "n.s."
-        else:
-            higher = stat.mean > base_values.mean
-            row.verdict = "better" if higher != lower_is_better(row.compared) else "worse"
+        row.test = "Welch"
+    apply_holm(rows, alpha)
     return list({id(b): b for b in bases.values()}.values())
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment, written by hand (statsmodels is not a dependency): the i-th smallest of m p-values
+    becomes max over j <= i of min(1, (m - j + 1) * p_(j)); returned in the input order."""
+    m = len(pvalues)
+    adjusted = [math.nan] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def apply_holm(rows: list[Row], alpha: float, exclude: Row | None = None) -> None:
+    """Holm over every tested row but ``exclude`` (the primary comparison, tested on its own); better / worse only
+    when the adjusted p < alpha, else n.s."""
+    family = [r for r in rows if r is not exclude and r.base is not None and r.base is not r and r.test == "Welch"]
+    for row, p_adj in zip(family, holm([r.p for r in family]), strict=True):
+        row.p_holm = p_adj
+        row.verdict = _direction(row) if p_adj < alpha else "n.s."
+
+
+def _direction(row: Row) -> str:
+    higher = row.stats[row.compared].mean > row.base.stats[row.base.compared].mean
+    return "better" if higher != lower_is_better(row.compared) else "worse"
+
+
+@dataclass
+class Primary:
+    """The primary comparison's verdict: row - baseline on ``metric`` (raw units, accuracies as fractions)."""
+
+    setting: str
+    metric: str
+    test: str  # "paired t" | "Welch"
+    n: str  # "5 pairs" | "5 vs 4"
+    diff: float  # mean difference, row - baseline
+    ci: tuple[float, float]  # (1 - alpha) confidence interval of diff
+    p: float  # two-sided
+    p_tost: float  # equivalence within +-margin (two one-sided tests)
+    mde: float  # minimum detectable |difference| at this n and std (two-sided alpha, power 0.8)
+    verdict: str  # yes | no | inconclusive
+    reason: str  # why, in words
+    expected: float
+    margin: float
+    alpha: float
+
+    def line(self) -> str:
+        """One line for the Markdown table: test, n, difference with CI, p, verdict (or the MDE)."""
+        acc = is_accuracy(self.metric)
+        num = (lambda v: f"{v * 100:+.2f} points") if acc else (lambda v: f"{v:+.4g}")
+        size = (lambda v: f"{v * 100:.2f} points") if acc else (lambda v: f"{v:.4g}")
+        level = f"{100 * (1 - self.alpha):g}%"
+        text = (
+            f"**Primary: {self.setting} vs baseline on {self.metric}** ({self.test}, {self.n}): "
+            f"difference {num(self.diff)} ({level} CI {num(self.ci[0])} to {num(self.ci[1])}), p = {self.p:.3g}; "
+            f"expected {num(self.expected_raw)}, margin ±{size(self.margin)}. **Verdict: {self.verdict}** "
+            f"({self.reason}"
+        )
+        if self.verdict == "inconclusive":
+            text += (
+                f"; minimum detectable effect at this n and std: {size(self.mde)} (alpha = {self.alpha:g}, power 0.8)"
+            )
+        return text + ")."
+
+    @property
+    def expected_raw(self) -> float:
+        """The expected effect as a difference row - baseline (``expected`` is signed as an improvement)."""
+        return -self.expected if lower_is_better(self.metric) else self.expected
+
+
+def _values(row: Row, metric: str, over: tuple[str, ...]) -> dict[tuple, float]:
+    """Completed runs' finite values keyed by their pooled keys (``seed`` from results.json, other --over keys from
+    the overrides); an empty dict when two runs share a key or a run has no seed (then nothing is paired)."""
+    out: dict[tuple, float] = {}
+    for run in row.runs:
+        value = run.metric(metric) if run.status == "completed" else None
+        if value is None or not math.isfinite(value):
+            continue
+        key = _pair_key(run, over)
+        if key is None or key in out:
+            return {}
+        out[key] = value
+    return out
+
+
+def _pair_key(run: Run, over: tuple[str, ...]) -> tuple | None:
+    seed = run.seed
+    if seed is None:  # a hand-written results.json: the seed override, if any
+        seed = next((o.split("=", 1)[1] for o in run.overrides if override_key(o) == "seed"), None)
+    if seed is None:
+        return None
+    others = sorted(
+        normalize(o) for o in run.overrides if matches_over(override_key(o), over) and override_key(o) != "seed"
+    )
+    return (str(seed), *others)
+
+
+def primary(
+    rows: list[Row], setting: str, expected: float, margin: float, alpha: float, over: tuple[str, ...] = ("seed",)
+) -> Primary:
+    """Judge the --primary row against its baseline (after ``compare``), re-run Holm without it, attach the result
+    to the row (``row.primary``) and return it.
+
+    Paired t-test on the differences when both arms have the same pooling keys (seed, and any other --over key),
+    else Welch. yes: p < alpha with the difference in the expected direction (``expected`` > 0: the row better than
+    the baseline, in the metric's direction). no: p < alpha the other way, or equivalence within +-``margin`` by two
+    one-sided tests (TOST) at alpha. Otherwise inconclusive, with the minimum detectable effect."""
+    from scipy.stats import t as student_t
+
+    row = find_row(rows, setting)
+    if row is None:
+        names = "; ".join(r.setting for r in rows)
+        raise ConfigError(f"no row with setting '{setting}' for --primary; settings: {names}")
+    base = row.base
+    if base is None or base is row:
+        raise ConfigError(f"--primary {setting} has no baseline row to be compared with (it is one, or has none)")
+    a, b = _values(row, row.compared, over), _values(base, base.compared, over)
+    if a and set(a) == set(b) and len(a) > 1:
+        diffs = [a[k] - b[k] for k in sorted(a)]
+        test, n = "paired t", f"{len(diffs)} pairs"
+        diff, df = statistics.fmean(diffs), len(diffs) - 1
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    else:
+        x, y = row.stats[row.compared].values, base.stats[base.compared].values
+        test, n = "Welch", f"{len(x)} vs {len(y)}"
+        if len(x) < 2 or len(y) < 2:
+            raise ConfigError(f"--primary {setting}: needs 2+ completed runs per arm, has {n}")
+        vx, vy = statistics.variance(x) / len(x), statistics.variance(y) / len(y)
+        diff, se = statistics.fmean(x) - statistics.fmean(y), math.sqrt(vx + vy)
+        # Welch-Satterthwaite degrees of freedom (both constant: any df, the statistic is degenerate anyway)
+        df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1)) if se > 0 else len(x) + len(y) - 2
+    if se > 0:
+        p = float(2 * student_t.sf(abs(diff) / se, df))
+        p_tost = float(max(student_t.sf((diff + margin) / se, df), student_t.cdf((diff - margin) / se, df)))
+    else:  # constant differences: exact
+        p, p_tost = (0.0 if diff != 0 else 1.0), (0.0 if abs(diff) < margin else 1.0)
+    half = float(student_t.ppf(1 - alpha / 2, df)) * se
+    expected_sign = math.copysign(1.0, -expected if lower_is_better(row.compared) else expected)
+    if p < alpha and math.copysign(1.0, diff) == expected_sign:
+        verdict, reason = "yes", f"significant at alpha = {alpha:g} in the expected direction"
+    elif p < alpha:
+        verdict, reason = "no", f"significant at alpha = {alpha:g} against the expected direction"
+    elif p_tost < alpha:
+        verdict, reason = "no", f"equivalent within ±margin: TOST p = {p_tost:.3g}"
+    else:
+        verdict, reason = "inconclusive", f"neither significant nor equivalent within ±margin (TOST p = {p_tost:.3g})"
+    result = Primary(
+        setting=row.setting,
+        metric=row.compared,
+        test=test,
+        n=n,
+        diff=diff,
+        ci=(diff - half, diff + half),
+        p=p,
+        p_tost=p_tost,
+        mde=mde(se, df, alpha),
+        verdict=verdict,
+        reason=reason,
+        expected=expected,
+        margin=margin,
+        alpha=alpha,
+    )
+    row.t, row.p, row.test, row.primary = (diff / se if se > 0 else math.nan), p, test, result
+    row.verdict = _direction(row) if p < alpha else "n.s."
+    row.p_holm = math.nan
+    apply_holm(rows, alpha, exclude=row)
+    return result
+
+
+def mde(se: float, df: float, alpha: float, power: float = POWER) -> float:
+    """The smallest true difference a two-sided t-test at ``alpha`` detects with probability ``power``, given the
+    standard error ``se`` of the difference (paired: std of the differences / sqrt(n)) and its degrees of freedom.
+
+    Exact power from the noncentral t distribution (scipy.stats.nct): P(|T| > t_crit) with noncentrality
+    delta / se, both tails counted; solved for delta by root finding. (The normal approximation,
+    (z_{1-alpha/2} + z_power) * se, is smaller for small n.)"""
+    if not se > 0:
+        return 0.0 if se == 0 else math.nan
+    from scipy.optimize import brentq
+    from scipy.stats import nct
+    from scipy.stats import t as student_t
+
+    crit = float(student_t.ppf(1 - alpha / 2, df))
+
+    def shortfall(nc: float) -> float:
+        lower = float(nct.cdf(-crit, df, nc))  # the wrong-sign tail: ~0, and NaN in scipy for a large nc
+        return float(nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0) - power
+
+    hi = 1.0
+    while shortfall(hi) < 0:
+        hi *= 2
+    return float(brentq(shortfall, 0.0, hi, xtol=1e-10)) * se

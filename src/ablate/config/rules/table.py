@@ -15,6 +15,8 @@ from ablate.errors import ConfigError
 CURVE_COLUMNS = ("lr", "time")  # history.csv columns beside the metrics (ablate.runtime.history)
 ALPHA = ("a number in (0, 1)", "--alpha 0.05", lambda a: 0.0 < a < 1.0)
 STALE_AFTER = ("a positive number of seconds", "--stale-after 600", lambda s: 0.0 < s < math.inf)
+EXPECTED_EFFECT = ("a nonzero number", "--expected-effect 0.005", lambda x: x != 0.0 and math.isfinite(x))
+MARGIN = ("a positive number", "--margin 0.002", lambda m: 0.0 < m < math.inf)
 
 
 def number_arg(what: str, example: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -91,6 +93,7 @@ def check_table_args(args: argparse.Namespace) -> dict[str, str]:
         _check_setting("--baseline", args.baseline)
     for setting in row_metrics:
         _check_setting("--row-metric", setting)
+    _check_primary(args)
     if not [k for k in args.over.split(",") if k.strip()] and args.over.strip():
         raise ConfigError(f"--over takes comma-separated keys, got {args.over!r}; e.g. --over seed,fold")
     _check_output("--out", args.out)
@@ -109,3 +112,35 @@ def _row_metrics(specs: list[str]) -> dict[str, str]:
         _check_metric("--row-metric", metric.strip())
         out[setting.strip()] = metric.strip()
     return out
+
+
+def _check_primary(args: argparse.Namespace) -> None:
+    """--primary SETTING --expected-effect X --margin M: all three or none, with --baseline; the margin below the
+    expected effect (else "equivalent within the margin" could hide the effect looked for); an accuracy's numbers as
+    fractions, like results.json (0.005 = 0.5 points)."""
+    given = {o: getattr(args, o.lstrip("-").replace("-", "_"), None) for o in ("--expected-effect", "--margin")}
+    if getattr(args, "primary", None) is None:
+        extra = [o for o, v in given.items() if v is not None]
+        if extra:
+            raise ConfigError(f"{', '.join(extra)} needs --primary SETTING (the comparison it describes)")
+        return
+    _check_setting("--primary", args.primary)
+    if not args.baseline:
+        raise ConfigError("--primary needs --baseline (the row it is compared with), e.g. --baseline reg=none")
+    missing = [o for o, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(
+            f"--primary needs {' and '.join(missing)}, declared up front, e.g. --expected-effect 0.005 --margin 0.002"
+        )
+    effect, margin = given["--expected-effect"], given["--margin"]
+    metric = args.baseline_metric or (args.metrics[0] if args.metrics else "test/acc")
+    if ("acc" in metric or metric == "gap") and max(abs(effect), margin) >= 1:
+        raise ConfigError(
+            f"--expected-effect {effect:g} / --margin {margin:g}: {metric} is a fraction (as in results.json); "
+            "give points / 100, e.g. --expected-effect 0.005 for +0.5 points"
+        )
+    if margin >= abs(effect):
+        raise ConfigError(
+            f"--margin {margin:g} must be smaller than |--expected-effect| {abs(effect):g}: an equivalence margin as "
+            "large as the expected effect would call the effect itself 'no effect'"
+        )
