@@ -121,6 +121,12 @@ FUZZ: list[tuple[list[str], str]] = [
     (["model=transfer", "optimizer=lbfgs", "optimizer.backbone_lr_scale=0.1"], "lbfgs takes a single parameter group"),
     (["model=transfer", "model.finetune=staged", "trainer.max_epochs=1"], "unfreeze_at_epoch must be in [1, trainer.m"),
     (["optimizer=lbfgs", "trainer.accumulate_grad_batches=2"], "use a larger data.batch_size instead of trainer.acc"),
+    # rules between the ensemble, the scheduler, reg and model keys (found by the builders before issue 17)
+    (["ensemble=snapshot", "scheduler=cosine"], "ensemble=snapshot takes snapshots at the LR minima of scheduler=snap"),
+    (["ensemble=snapshot", "scheduler.fn.cycles=3"], "scheduler.fn.cycles=3 differs from ensemble.cycles=5; set ensem"),
+    (["ensemble=swa", "ensemble.swa_lr=0.01", "scheduler=cosine"], "ensemble.swa_lr is set but the scheduler is '"),
+    (["model=mlp", "model.dropout=0.2", "reg=dropout"], "model.dropout=0.2 and reg.dropout=0.5 set the same thing; k"),
+    (["model=resnet", "model.stochastic_depth=0.9", "reg=stochastic_depth"], "model.stochastic_depth=0.9 and reg."),
     # the metric a sweep selects on (checked by the job before issue 17)
     (["optimized_metric=test/acc"], "optimized_metric=test/acc is not a validation metric; sweeps select on val/"),
     (["optimized_metric=val/f1"], "optimized_metric=val/f1: unknown metric"),
@@ -208,9 +214,13 @@ def every_option() -> list[list[str]]:
             groups.setdefault(path.parent.name, []).append(path.stem)
     rows = max(len(options) for options in groups.values())
     lists = [[f"{group}={options[i % len(options)]}" for group, options in groups.items()] for i in range(rows)]
+    displaced = []  # ensemble=snapshot|swa select their own scheduler (another one is refused): theirs on a row alone
     for overrides in lists:  # data.root is mandatory (???) for data=imagefolder: a missing one is refused
         overrides += ["data.root=images"] if "data=imagefolder" in overrides else []
-    return lists + [[f"experiment={path.stem}"] for path in sorted(CONFIG_DIR.glob("experiment/*.yaml"))]
+        if "ensemble=snapshot" in overrides or "ensemble=swa" in overrides:
+            displaced += [[o] for o in overrides if o.startswith("scheduler=")]
+            overrides[:] = [o for o in overrides if not o.startswith("scheduler=")]
+    return lists + displaced + [[f"experiment={path.stem}"] for path in sorted(CONFIG_DIR.glob("experiment/*.yaml"))]
 
 
 def test_every_option_of_every_group_passes_validation(tmp_path):

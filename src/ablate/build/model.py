@@ -52,7 +52,7 @@ def build_model(
         "model",
         input_shape=datamodule.input_shape,
         num_classes=datamodule.num_classes,
-        **model_kwargs(cfg.model._target_, reg, cfg.model),
+        **model_kwargs(cfg.model._target_, reg),
     )
     if source is not None:
         model.load_run_weights(source.state_dict, str(init_from), bool(keep_head))

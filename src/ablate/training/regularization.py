@@ -9,7 +9,7 @@ knob off they cost nothing per step.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -49,9 +49,10 @@ def max_norm_weights(model: nn.Module, include_output: bool) -> list[torch.Tenso
     return [m.weight for m in layers]
 
 
-def model_kwargs(model_target: str, reg: RegConfig, model_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Constructor arguments that the reg knobs that are on ask of the model; errors for unsupported ones, and for
-    a rate set to two different values in ``model.*`` and ``reg.*`` (one would silently win)."""
+def model_kwargs(model_target: str, reg: RegConfig) -> dict[str, Any]:
+    """Constructor arguments that the reg knobs that are on ask of the model; errors for the ones the model's class
+    cannot take (read from its signature). A rate set in both ``model.*`` and ``reg.*`` is the rule book's
+    (``ablate.config.rules.typed_nodes.check_model_twins``)."""
     accepted = inspect.signature(get_class(model_target)).parameters
     name = model_target.rsplit(".", 1)[-1]
     kwargs: dict[str, Any] = {}
@@ -61,12 +62,6 @@ def model_kwargs(model_target: str, reg: RegConfig, model_cfg: Mapping[str, Any]
             continue
         if argument not in accepted:
             raise ConfigError(f"reg.{knob} is not supported by {name}; it needs {supported_by} (model=...)")
-        in_model = (model_cfg or {}).get(argument)
-        if off is not None and in_model not in (None, off, value):
-            raise ConfigError(
-                f"model.{argument}={in_model} and reg.{knob}={value} set the same thing; keep one "
-                f"(e.g. model.{argument}={off} to let reg={knob} decide)"
-            )
         kwargs[argument] = value
     if reg.fmp:
         fmp = {"fmp_ratio": reg.fmp_ratio, "fmp_mode": reg.fmp_mode, "fmp_overlapping": reg.fmp_overlapping}

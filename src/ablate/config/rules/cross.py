@@ -150,6 +150,7 @@ def check_combinations(cfg: dict[str, Any]) -> list[str]:
     if optimizer.get("nesterov") and not optimizer.get("momentum"):
         raise ConfigError("optimizer.nesterov=true needs optimizer.momentum > 0; e.g. optimizer.momentum=0.9")
     check_optimizer_and_model(optimizer, cfg.get("model") or {}, trainer)
+    check_ensemble_and_scheduler(cfg.get("ensemble") or {}, scheduler, trainer)
     return warnings + _lbfgs_warnings(optimizer, reg, cfg.get("aug") or {}, cfg.get("model") or {})
 
 
@@ -172,6 +173,38 @@ def check_optimizer_and_model(optimizer: dict, model: dict, trainer: dict) -> No
         raise ConfigError(
             "optimizer=lbfgs re-evaluates its closure; use a larger data.batch_size instead of "
             "trainer.accumulate_grad_batches"
+        )
+
+
+def check_ensemble_and_scheduler(ensemble: dict, scheduler: dict, trainer: dict) -> None:
+    """Rules between the ensemble group, the scheduler it relies on and the run's length. The scheduler is read from
+    its ``_target_`` string (no torch here): snapshots need scheduler=snapshot's per-step restarts with the same
+    number of cycles, SWA averages once per epoch and only scheduler=swa reads ``ensemble.swa_lr``."""
+    name, fn = ensemble.get("name", "none"), scheduler.get("fn") or {}
+    target = str(fn.get("_target_") or "")
+    if name in ("snapshot", "nocycle"):
+        is_snapshot_schedule = target.endswith("schedulers.snapshot")
+        if name == "snapshot" and not is_snapshot_schedule:
+            raise ConfigError(
+                f"ensemble=snapshot takes snapshots at the LR minima of scheduler=snapshot, but the scheduler is "
+                f"'{target or 'none'}'; drop the scheduler override, or use ensemble=nocycle for snapshots of it"
+            )
+        cycles = ensemble.get("cycles")
+        if is_snapshot_schedule and fn.get("cycles") != cycles:
+            raise ConfigError(
+                f"scheduler.fn.cycles={fn.get('cycles')} differs from ensemble.cycles={cycles}; "
+                "set ensemble.cycles only (the scheduler reads it)"
+            )
+        if is_snapshot_schedule and scheduler.get("interval") != "step":
+            raise ConfigError("ensemble=snapshot needs scheduler.interval=step (the paper's per-iteration schedule)")
+    if name != "swa":
+        return
+    if int(trainer.get("max_epochs") or 0) < 1:
+        raise ConfigError("ensemble=swa averages once per epoch; set trainer.max_epochs >= 1")
+    if ensemble.get("swa_lr") is not None and not target.endswith("schedulers.swa"):
+        raise ConfigError(
+            f"ensemble.swa_lr is set but the scheduler is '{target or 'none'}', which ignores it; "
+            "drop the scheduler override (ensemble=swa selects scheduler=swa) or set ensemble.swa_lr=null"
         )
 
 

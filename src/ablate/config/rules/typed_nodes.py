@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from ablate.config.schema import AugmentConfig, RegConfig, is_on, typed
+from ablate.config.schema import AugmentConfig, RegConfig, is_on, off_value, typed
 from ablate.errors import ConfigError, require_probability
 
 REG_CHOICES = {
@@ -89,10 +89,28 @@ def check_aug(cfg: Mapping[str, Any], image_size: tuple[int, int] | None = None)
     return c
 
 
+# reg knobs with a twin of the same name among the model's own keys (model.dropout, ...); batchnorm has no "off"
+# value (null = the model's default), so a model.batchnorm beside reg.batchnorm is not a contradiction
+MODEL_TWINS = ("dropout", "input_dropout", "spatial_dropout", "stochastic_depth", "stochastic_depth_mode")
+
+
+def check_model_twins(reg: RegConfig, model: Mapping[str, Any]) -> None:
+    """A rate set to two different values in ``model.*`` and ``reg.*``: one would silently win."""
+    for knob in MODEL_TWINS:
+        value, off = getattr(reg, knob), off_value(RegConfig, knob)
+        in_model = model.get(knob)
+        if value != off and in_model not in (None, off, value):
+            raise ConfigError(
+                f"model.{knob}={in_model} and reg.{knob}={value} set the same thing; keep one "
+                f"(e.g. model.{knob}={off} to let reg={knob} decide)"
+            )
+
+
 def check_typed(plain: dict[str, Any]) -> None:
-    """The reg and aug nodes of a resolved train config, and the one rule between them."""
+    """The reg and aug nodes of a resolved train config, and the rules between them and with the model's keys."""
     reg = typed(plain.get("reg"), RegConfig)
     check_reg(reg)
+    check_model_twins(reg, plain.get("model") or {})
     aug = plain.get("aug") or {}
     check_aug(aug)
     if is_on(reg, "input_noise", RegConfig) and is_on(aug, "noise_std", AugmentConfig):

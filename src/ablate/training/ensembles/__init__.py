@@ -42,65 +42,23 @@ __all__ = [
     "swa_model_with_bn",
 ]
 
-NAMES = ("none", "snapshot", "nocycle", "ema", "swa")
 AUTO = "auto"  # ensemble.members=auto: the ensemble size is chosen on validation (choose_members)
 
 
-def _scheduler_target(cfg: DictConfig) -> str:
-    return str(cfg.scheduler.fn.get("_target_", "")) if cfg.get("scheduler") and cfg.scheduler.get("fn") else ""
-
-
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The callbacks that collect the ensemble/average of ``cfg.ensemble``; checks its knobs first."""
+    """The callbacks that collect the ensemble/average of ``cfg.ensemble``, from a checked config: the knobs' values
+    and their rules with the scheduler and the run's length are the rule book's (``ablate.config.rules``)."""
     ens = cfg.get("ensemble") or {"name": "none"}
     name = ens.get("name", "none")
-    if name not in NAMES:
-        raise ConfigError(f"ensemble.name '{name}' is unknown; choose ensemble=none|snapshot|nocycle|ema|swa")
-    if name == "none":
-        return []
-    scheduler = _scheduler_target(cfg)
     if name in ("snapshot", "nocycle"):
-        cycles, members = ens.get("cycles"), ens.get("members")
-        if not isinstance(cycles, int) or cycles < 1:
-            raise ConfigError(f"ensemble.cycles must be an integer >= 1, got {cycles!r}")
-        if members not in (None, AUTO) and not (isinstance(members, int) and 1 <= members <= cycles):
-            raise ConfigError(
-                f"ensemble.members must be in [1, ensemble.cycles={cycles}], auto or null, got {members!r}"
-            )
-        is_snapshot_schedule = scheduler.endswith("schedulers.snapshot")
-        if name == "snapshot" and not is_snapshot_schedule:
-            raise ConfigError(
-                f"ensemble=snapshot takes snapshots at the LR minima of scheduler=snapshot, but the scheduler is "
-                f"'{scheduler or 'none'}'; drop the scheduler override, or use ensemble=nocycle for snapshots of it"
-            )
-        if is_snapshot_schedule and int(cfg.scheduler.fn.cycles) != cycles:
-            raise ConfigError(
-                f"scheduler.fn.cycles={cfg.scheduler.fn.cycles} differs from ensemble.cycles={cycles}; "
-                "set ensemble.cycles only (the scheduler reads it)"
-            )
-        if is_snapshot_schedule and cfg.scheduler.get("interval") != "step":
-            raise ConfigError("ensemble=snapshot needs scheduler.interval=step (the paper's per-iteration schedule)")
-        return [SnapshotCollector(Path(cfg.paths.output_dir) / "snapshots", cycles, members)]
+        return [SnapshotCollector(Path(cfg.paths.output_dir) / "snapshots", ens.cycles, ens.get("members"))]
     if name == "ema":
-        decay = ens.get("decay")
-        if not isinstance(decay, (int, float)) or not 0.0 <= decay <= 1.0:
-            raise ConfigError(f"ensemble.decay must be in [0, 1], got {decay!r}")
         every, start = int(ens.get("every_n_steps", 1)), int(ens.get("start_step", 0))
-        if every < 1 or start < 0:
-            raise ConfigError(f"ensemble.every_n_steps must be >= 1 and start_step >= 0, got {every}, {start}")
         warmup = bool(ens.get("warmup", True))
-        return [EMA(decay=float(decay), warmup=warmup, update_every_n_steps=every, update_starting_at_step=start)]
-    # swa
-    max_epochs = int(cfg.trainer.get("max_epochs") or 0)
-    if max_epochs < 1:
-        raise ConfigError("ensemble=swa averages once per epoch; set trainer.max_epochs >= 1")
-    start = swa_start_index(ens.get("swa_start"), max_epochs)
-    if ens.get("swa_lr") is not None and not scheduler.endswith("schedulers.swa"):
-        raise ConfigError(
-            f"ensemble.swa_lr is set but the scheduler is '{scheduler or 'none'}', which ignores it; "
-            "drop the scheduler override (ensemble=swa selects scheduler=swa) or set ensemble.swa_lr=null"
-        )
-    return [SWA(start_epoch=start)]
+        return [EMA(decay=float(ens.decay), warmup=warmup, update_every_n_steps=every, update_starting_at_step=start)]
+    if name == "swa":
+        return [SWA(start_epoch=swa_start_index(ens.get("swa_start"), int(cfg.trainer.max_epochs)))]
+    return []
 
 
 def check_run_length(cfg: DictConfig, total_steps: int) -> list[str]:
