@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ablate.training.ensembles import (
     snapshot_steps,
     swa_model_with_bn,
 )
-from tests.conftest import read_results, run_cli
+from tests.conftest import read_results, run_cli, snapshot_alpha
 
 BASE_LR = 0.1
 STEPS_PER_EPOCH = 8  # 256 training images / batch 32 (FAST overrides)
@@ -60,22 +59,6 @@ def run(make_cfg, *overrides: str) -> tuple[dict, Probe]:
 
 
 # -- snapshot ensembles ------------------------------------------------------------------------------------------
-def spread_lengths(total: int, cycles: int) -> list[int]:
-    """Cycle lengths with the remainder spread over the first cycles: 126, 5 -> 26, 25, 25, 25, 25."""
-    return [total // cycles + (1 if k < total % cycles else 0) for k in range(cycles)]
-
-
-def cycle_alpha(t: int, total: int, cycles: int) -> float:
-    """Huang et al. 2017, eq. (2), alpha0/2 (cos(pi i / L) + 1) at step i of a cycle of length L, t = 1..T; with the
-    cycles' lengths spread (equal to the paper's ceil(T / M) cycles when M divides T)."""
-    start = 0
-    for length in spread_lengths(total, cycles):
-        if t - 1 < start + length:
-            return BASE_LR / 2 * (math.cos(math.pi * (t - 1 - start) / length) + 1)
-        start += length
-    raise AssertionError(t)
-
-
 @pytest.mark.parametrize(
     ("cycles", "steps"),
     [(3, None), (5, None), (4, 26)],  # 24 steps: 3 divides them; 5 and (26 steps, 4) leave a remainder to spread
@@ -85,7 +68,9 @@ def test_snapshots_fall_at_the_annealed_end_of_every_cycle(make_cfg, cycles, ste
     summary, probe = run(make_cfg, "ensemble=snapshot", f"ensemble.cycles={cycles}", *limit)
     total = steps or 3 * STEPS_PER_EPOCH
     # The LR each step actually used is the paper's formula, cycle by cycle ...
-    assert probe.lrs == pytest.approx([cycle_alpha(t, total, cycles) for t in range(1, total + 1)], abs=1e-9)
+    assert probe.lrs == pytest.approx(
+        [snapshot_alpha(t, total, cycles, BASE_LR) for t in range(1, total + 1)], abs=1e-9
+    )
     # ... and snapshots are taken after the steps that end a cycle: the LR minima, where the next step restarts.
     cycle_ends = [t for t in range(1, total) if probe.lrs[t] > probe.lrs[t - 1]] + [total]
     taken = summary["ensemble"]["snapshot_steps"]

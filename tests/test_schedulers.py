@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 
 from ablate.runtime.job import train
+from tests.conftest import snapshot_alpha
 
 BASE_LR = 0.1
 EPOCHS = 3
@@ -42,18 +43,6 @@ def record_lrs(make_cfg, monkeypatch, *overrides: str) -> list[float]:
 T = EPOCHS * STEPS_PER_EPOCH
 
 
-def snapshot_closed_form(t: int, cycles: int) -> float:
-    """Huang et al. 2017, eq. (2), t = 1..T, with the cycles' lengths T // M, the remainder spread over the first
-    cycles (the paper's ceil(T / M) periods when M divides T): every cycle anneals fully."""
-    start = 0
-    for k in range(cycles):
-        length = T // cycles + (1 if k < T % cycles else 0)
-        if t - 1 < start + length:
-            return BASE_LR / 2 * (math.cos(math.pi * (t - 1 - start) / length) + 1)
-        start += length
-    raise AssertionError(t)
-
-
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -72,9 +61,9 @@ def snapshot_closed_form(t: int, cycles: int) -> float:
         ),
         (["scheduler=exponential", "scheduler.fn.gamma=0.7"], lambda t: BASE_LR * 0.7 ** ((t - 1) // STEPS_PER_EPOCH)),
         (["scheduler=cosine"], lambda t: BASE_LR / 2 * (1 + math.cos(math.pi * (t - 1) / T))),
-        (["scheduler=snapshot", "scheduler.fn.cycles=3"], lambda t: snapshot_closed_form(t, 3)),
-        (["scheduler=snapshot", "scheduler.fn.cycles=5"], lambda t: snapshot_closed_form(t, 5)),
-        (["scheduler=snapshot", "scheduler.fn.cycles=7"], lambda t: snapshot_closed_form(t, 7)),  # 4,4,4,3,3,3,3
+        (["scheduler=snapshot", "scheduler.fn.cycles=3"], lambda t: snapshot_alpha(t, T, 3, BASE_LR)),
+        (["scheduler=snapshot", "scheduler.fn.cycles=5"], lambda t: snapshot_alpha(t, T, 5, BASE_LR)),
+        (["scheduler=snapshot", "scheduler.fn.cycles=7"], lambda t: snapshot_alpha(t, T, 7, BASE_LR)),  # 4,4,4,3,3,3,3
         (
             ["scheduler=cyclic", "scheduler.fn.base_lr=0.01", "scheduler.fn.step_size_up=5"],
             lambda t: 0.01 + (BASE_LR - 0.01) * max(0.0, 1 - abs((t - 1) / 5 - 2 * math.floor(1 + (t - 1) / 10) + 1)),

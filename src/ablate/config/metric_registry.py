@@ -90,11 +90,6 @@ def direction(metric: str) -> Literal["minimize", "maximize"]:
     return "minimize" if lower_is_better(metric) else "maximize"
 
 
-def better(a: float, b: float, metric: str) -> bool:
-    """Is ``a`` strictly better than ``b`` on ``metric``?"""
-    return a < b if lower_is_better(metric) else a > b
-
-
 # -- what a training recipe writes ------------------------------------------------------------------------------
 # The module logs these after every validation epoch (so checkpoints, early stopping, plateau schedules and the
 # pruner can watch them); ``_best`` is the best value so far.

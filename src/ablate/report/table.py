@@ -140,10 +140,7 @@ def _load(roots: list[Path], stale_after: float) -> list[Any]:
 
     runs, seen = [], set()
     for root in roots:
-        found = load_runs(root, stale_after=stale_after)
-        if not found:
-            raise ConfigError(f"no results.json under {root}; pass a run or multirun folder")
-        for run in found:
+        for run in load_runs(root, stale_after=stale_after):  # a root without runs is its one-line error
             if run.path.resolve() not in seen:
                 seen.add(run.path.resolve())
                 runs.append(run)
