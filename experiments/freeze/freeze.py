@@ -197,6 +197,10 @@ def strip_workdir(text: str, workdir: Path) -> str:
     return text.replace(str(workdir), "<workdir>")
 
 
+# Metrics added after the baseline was recorded: new output, not a changed number (reported as "added").
+ADDED_METRICS = {"train/acc_eval", "train/nll_eval"}
+
+
 def diff(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, bool]]:
     """Rows (case, metric, before, after, identical) over the union of both records' metrics."""
     rows = []
@@ -206,6 +210,8 @@ def diff(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) ->
             rows.append((name, "error", str(b_case.get("error", "-"))[:60], str(a_case.get("error", "-"))[:60], False))
         b, a = b_case.get("metrics", {}), a_case.get("metrics", {})
         for metric in sorted(set(b) | set(a)):
+            if metric.split(" ")[-1] in ADDED_METRICS and metric not in b:  # sweeps: "<job> <metric>"
+                continue
             bv, av = b.get(metric, "<missing>"), a.get(metric, "<missing>")
             rows.append((name, metric, str(bv), str(av), metric in b and metric in a and bv == av))
     return rows

@@ -9,7 +9,7 @@ A metric name is ``<stage>/<base>[_<variant>][_best]``:
 - stage: ``train``, ``val`` or ``test``;
 - base: a row of :data:`BASES` (``acc``, ``loss``, ``nll``, ...);
 - variant: the averaged or ensembled model it was measured on (``ema``, ``swa``, ``snapshot_ens``, ``snapshot_ens3``,
-  ``snapshot2``, ``mc``, ``tta``, ``single_pass``);
+  ``snapshot2``, ``mc``, ``tta``, ``single_pass``, ``eval``: ``train/acc_eval`` is the final weights in eval mode);
 - ``_best``: the best value so far over epochs (``val/acc_best``, ``val/loss_best``), same direction as its base.
 
 Plus the table's derived ``gap`` (train - test accuracy: smaller is better). This module imports no torch.
@@ -34,9 +34,10 @@ BASES: dict[str, bool] = {
     "err": True,
 }
 # Which model a metric was measured on: EMA/SWA averages, snapshot k (1-based), the ensemble of the last m snapshots
-# (no m: the configured members), MC dropout, flip TTA, one stochastic pass of a test-time-averaged model.
-VARIANT_PATTERN = r"ema|swa|snapshot\d+|snapshot_ens\d*|mc|tta|single_pass"
-VARIANTS_SHOWN = "ema|swa|snapshot<k>|snapshot_ens[<m>]|mc|tta|single_pass"
+# (no m: the configured members), MC dropout, flip TTA, one stochastic pass of a test-time-averaged model, and the
+# final weights in eval mode (``train/acc_eval``: the training split scored as validation is).
+VARIANT_PATTERN = r"ema|swa|snapshot\d+|snapshot_ens\d*|mc|tta|single_pass|eval"
+VARIANTS_SHOWN = "ema|swa|snapshot<k>|snapshot_ens[<m>]|mc|tta|single_pass|eval"
 DERIVED: dict[str, bool] = {"gap": True}
 
 _BASE_PATTERN = "|".join(sorted((re.escape(b) for b in BASES), key=len, reverse=True))

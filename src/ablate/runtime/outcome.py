@@ -15,6 +15,7 @@ import lightning as L
 
 from ablate.build.recipe import Recipe
 from ablate.training.ensembles import ensemble_metrics, ensemble_summary
+from ablate.training.train_eval import eval_mode_train_metrics
 
 
 @dataclass
@@ -47,6 +48,7 @@ def after_fit(trainer: L.Trainer, recipe: Recipe) -> Fitted:
     metrics["val/acc_best"] = float(module.val_acc_best)
     if math.isfinite(float(module.val_loss_best)):  # inf: no validation epoch ran
         metrics["val/loss_best"] = float(module.val_loss_best)
+    metrics.update(eval_mode_train_metrics(module, recipe.datamodule))  # the final weights, as validation sees them
     checkpoint = trainer.checkpoint_callback
     checkpoints = {
         "checkpoint_best": getattr(checkpoint, "best_model_path", None) or None,

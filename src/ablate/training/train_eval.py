@@ -1,0 +1,40 @@
+"""The training split scored in eval mode after the fit: ``train/acc_eval`` and ``train/nll_eval``.
+
+``train/acc`` is the running accuracy of the training epochs: training mode (dropout, DropConnect, stochastic depth
+masks active, batch statistics, augmented images) and averaged over an epoch of changing weights. A generalization
+gap needs the final weights the way validation sees them: eval mode, no augmentation, the same R stochastic passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ablate.data.loader import InMemoryLoader
+from ablate.training.scoring import eval_logits, predict
+
+
+def eval_mode_train_metrics(module: Any, datamodule: Any) -> dict[str, float]:
+    """``train/acc_eval`` and ``train/nll_eval`` of the module's current weights over the whole training split.
+
+    The random number generators are forked, so the run's later numbers (test passes of stochastic layers, the
+    ensembles' scores) are the same as without this pass.
+    """
+    if not len(datamodule.y_train):
+        return {}
+    model = module.model
+    was_training = model.training
+    device = module.mean.device
+    repeats = int(getattr(module, "eval_repeats", 1))
+    loader = InMemoryLoader(datamodule.x_train, datamodule.y_train, datamodule.eval_batch_size, shuffle=False)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model.eval()
+        try:
+            probs, targets = predict(lambda x: eval_logits(model, x, repeats)[0], loader, module.normalize)
+        finally:
+            model.train(was_training)
+    acc = float((probs.argmax(dim=1) == targets).float().mean())
+    nll = float(F.nll_loss(probs.clamp_min(1e-12).log(), targets))
+    return {"train/acc_eval": acc, "train/nll_eval": nll}
