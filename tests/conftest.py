@@ -68,17 +68,23 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
-def write_run(root, name, overrides, status="completed", seed=None, history=None, **metrics) -> Path:
+def write_run(root, name, overrides, status="completed", seed=None, history=None, train_loss=None, **metrics) -> Path:
     """A fake run folder for the report tools: results.json (status, overrides, metrics) and, given per-epoch
-    accuracies, a history.csv; no training."""
+    accuracies (``history``) or training losses (``train_loss``; else 1 / (epoch + 1)), a history.csv; no training."""
     run = root / name
     run.mkdir(parents=True)
     data = {"status": status, "overrides": overrides, "seed": seed, "metrics": metrics}
     data.update(metrics.pop("_extra", {}))
     (run / "results.json").write_text(json.dumps(data))
+    if train_loss is not None and not history:
+        history = [0.5] * len(train_loss)
     if history:
+        losses = train_loss if train_loss is not None else [1 / (e + 1) for e in range(len(history))]
         lines = ["epoch,train/loss,train/acc,val/loss,val/acc,lr,time"]
-        lines += [f"{e},{1 / (e + 1)},{a},{1.2 / (e + 1)},{a - 0.05},0.1,{e + 1.0}" for e, a in enumerate(history)]
+        lines += [
+            f"{e},{loss},{a},{1.2 / (e + 1)},{a - 0.05},0.1,{e + 1.0}"
+            for e, (a, loss) in enumerate(zip(history, losses, strict=True))
+        ]
         (run / "history.csv").write_text("\n".join(lines) + "\n")
     return run
 

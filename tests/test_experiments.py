@@ -96,6 +96,10 @@ def test_cpu_scale_experiment_trains_a_few_steps(tmp_path, name, setting):
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0
     for metric in EXPECTED_METRICS.get(name, []) if setting else []:
         assert metric in summary["metrics"], metric
+    if "reg.fmp_test_repeats=2" in setting:  # McNemar's counts for 1 vs R passes, per run
+        passes = summary["test_passes"]
+        assert passes["passes"] == 2 and passes["images"] == 100
+        assert 0 <= passes["only_averaged_right"] + passes["only_single_right"] <= passes["images"]
 
 
 def _check_setting(setting: str, cfg) -> None:

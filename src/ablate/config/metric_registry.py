@@ -12,7 +12,8 @@ A metric name is ``<stage>/<base>[_<variant>][_best]``:
   ``snapshot2``, ``mc``, ``tta``, ``single_pass``, ``eval``: ``train/acc_eval`` is the final weights in eval mode);
 - ``_best``: the best value so far over epochs (``val/acc_best``, ``val/loss_best``), same direction as its base.
 
-Plus the table's derived ``gap`` (train - test accuracy: smaller is better). This module imports no torch.
+Plus the table's derived ``gap`` and ``val_gap`` (train - test / validation accuracy: smaller is better). This
+module imports no torch.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ BASES: dict[str, bool] = {
 # final weights in eval mode (``train/acc_eval``: the training split scored as validation is).
 VARIANT_PATTERN = r"ema|swa|snapshot\d+|snapshot_ens\d*|mc|tta|single_pass|eval"
 VARIANTS_SHOWN = "ema|swa|snapshot<k>|snapshot_ens[<m>]|mc|tta|single_pass|eval"
-DERIVED: dict[str, bool] = {"gap": True}
+# The table's derived gaps (ablate.report.runs.Run.metric): gap = train/acc_eval - test/acc (train/acc for runs
+# recorded before train/acc_eval), val_gap = train/acc_eval - val/acc (the overfitting gate's, no test data).
+DERIVED: dict[str, bool] = {"gap": True, "val_gap": True}
 
 _BASE_PATTERN = "|".join(sorted((re.escape(b) for b in BASES), key=len, reverse=True))
 _NAME = re.compile(

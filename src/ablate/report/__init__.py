@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ablate.report.plots import plot_bars, plot_curves, read_history
+from ablate.report.plots import plot_bars, plot_curves
 from ablate.report.reference import load_reference
 from ablate.report.render import render
-from ablate.report.runs import NON_SETTING_KEYS, Run, load_runs
+from ablate.report.runs import NON_SETTING_KEYS, Run, load_runs, read_history
 from ablate.report.stats import Row, available_metrics, baseline_first, join_reference, summarize
 from ablate.report.verdicts import compare
 

@@ -3,14 +3,13 @@ and validation curves per setting from each run's history.csv (mean line, ±1 st
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ablate.report.runs import Run
+from ablate.report.runs import read_history
 from ablate.report.stats import Row, is_accuracy
 
 
@@ -77,14 +76,6 @@ def _zoom(ax: Any, means: list[float], stds: list[float]) -> str:
     for dy in (0.0, 0.03):
         ax.plot((-0.02, 0.02), (dy - 0.015, dy + 0.015), transform=ax.transAxes, color="k", clip_on=False, lw=1)
     return f"\n(axis starts at {bottom:.4g} %, not 0)"
-
-
-def read_history(run: Run) -> list[dict[str, float]]:
-    """history.csv rows as floats (empty cells -> NaN); [] when the run has none."""
-    if not run.history.is_file():
-        return []
-    with run.history.open(newline="") as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def curves(row: Row, metric: str) -> tuple[list[float], list[float], list[float]]:

@@ -5,9 +5,10 @@ recorded; the column header says which. CSV is for programs: values exactly as i
 fractions), one column per statistic, empty cells where a value does not exist (std of n = 1, no verdict), and
 settings with their values as recorded (Markdown and LaTeX round long floats to 4 significant digits).
 
+Notes (the gates' lines, the gap's note) follow a Markdown table and are comments under a LaTeX one; CSV has none.
 With a primary comparison (``verdicts.primary``), Markdown ends with its verdict line (test, n, difference with CI,
-p, yes / no / inconclusive or the minimum detectable effect), LaTeX with that line as a comment, and CSV fills its
-``verdict`` (and ``mde``) column on the primary row.
+p, yes / no / inconclusive or the minimum detectable effect; ``gate failed`` and why when a gate failed), LaTeX with
+that line as a comment, and CSV fills its ``verdict`` (``gate failed``) and ``mde`` columns on the primary row.
 """
 
 from __future__ import annotations
@@ -123,10 +124,13 @@ def _ref_cell(row: Row, metric: str, latex: bool, diff: bool) -> str:
     return f"${text}$" if latex else text
 
 
-def render_markdown(rows: list[Row], metrics: list[str], baseline_metric: str | None = None) -> str:
+def render_markdown(
+    rows: list[Row], metrics: list[str], baseline_metric: str | None = None, notes: list[str] | None = None
+) -> str:
     cols = columns(rows, metrics, baseline_metric)
     out = ["| " + " | ".join(c.header for c in cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(c.cell(r, False).replace("|", "\\|") for c in cols) + " |" for r in rows]
+    out += ["", *notes] if notes else []
     out += ["", r.primary.line()] if (r := _primary_row(rows)) else []
     return "\n".join(out) + "\n"
 
@@ -135,7 +139,9 @@ def _primary_row(rows: list[Row]) -> Row | None:
     return next((r for r in rows if r.primary is not None), None)
 
 
-def render_latex(rows: list[Row], metrics: list[str], baseline_metric: str | None = None) -> str:
+def render_latex(
+    rows: list[Row], metrics: list[str], baseline_metric: str | None = None, notes: list[str] | None = None
+) -> str:
     """A booktabs tabular (needs \\usepackage{booktabs}); every name escaped, numbers in math mode."""
     cols = columns(rows, metrics, baseline_metric)
     head = " & ".join(c.latex_header or latex_escape(c.header) for c in cols)
@@ -151,6 +157,7 @@ def render_latex(rows: list[Row], metrics: list[str], baseline_metric: str | Non
                 *body,
                 r"\bottomrule",
                 r"\end{tabular}",
+                *(f"% {note.replace('**', '')}" for note in notes or []),
                 *([f"% {r.primary.line().replace('**', '')}"] if (r := _primary_row(rows)) else []),
             ]
         )
@@ -162,7 +169,9 @@ def _raw(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
 
 
-def render_csv(rows: list[Row], metrics: list[str], baseline_metric: str | None = None) -> str:
+def render_csv(
+    rows: list[Row], metrics: list[str], baseline_metric: str | None = None, notes: list[str] | None = None
+) -> str:
     """One line per setting: counts by status, then <metric>_mean, _std, _n (and _ref, _diff; vs_baseline,
     compared_metric, t, p_value, p_holm, test, and with a primary comparison verdict and mde on its row)."""
     ref_metrics = [m for m in metrics if any(m in r.reference for r in rows)]
@@ -193,5 +202,12 @@ def render_csv(rows: list[Row], metrics: list[str], baseline_metric: str | None 
 RENDERERS = {"md": render_markdown, "csv": render_csv, "latex": render_latex}
 
 
-def render(rows: list[Row], metrics: list[str], fmt: str = "md", baseline_metric: str | None = None) -> str:
-    return RENDERERS[fmt](rows, metrics, baseline_metric)
+def render(
+    rows: list[Row],
+    metrics: list[str],
+    fmt: str = "md",
+    baseline_metric: str | None = None,
+    notes: list[str] | None = None,
+) -> str:
+    """The table; ``notes`` (one line each: gates, the gap's source) under it in Markdown and LaTeX."""
+    return RENDERERS[fmt](rows, metrics, baseline_metric, notes)

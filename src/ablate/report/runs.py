@@ -14,7 +14,9 @@ Three things decide which row a run lands in:
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -44,6 +46,8 @@ NON_SETTING_KEYS = (
     "nan_check_every",
 )
 STATUSES = ("completed", "failed", "diverged", "interrupted", "running")  # "running": no heartbeat to judge by
+EVAL_TRAIN_ACC = "train/acc_eval"  # the final weights in eval mode on the training split (ablate.training.train_eval)
+DERIVED = {"gap": "test/acc", "val_gap": "val/acc"}  # derived gap -> the held-out accuracy subtracted from train's
 
 
 def override_key(override: str) -> str:
@@ -140,11 +144,23 @@ class Run:
         return self.run_dir / "history.csv"
 
     def metric(self, name: str) -> float | None:
-        if name == "gap":
-            m = self.metrics
-            return m["train/acc"] - m["test/acc"] if "train/acc" in m and "test/acc" in m else None
+        """A recorded metric, or a derived gap: ``gap`` = train/acc_eval - test/acc (the final weights in eval mode;
+        train/acc, the running training-mode accuracy, for runs recorded before train/acc_eval: see
+        ``gap_from_train_mode``), ``val_gap`` = train/acc_eval - val/acc (no fallback: the overfitting gate's)."""
+        if name in DERIVED:
+            train = self.metrics.get(EVAL_TRAIN_ACC)
+            if name == "gap" and train is None:
+                train = self.metrics.get("train/acc")
+            held_out = self.metrics.get(DERIVED[name])
+            return None if train is None or held_out is None else float(train) - float(held_out)
         value = self.metrics.get(name)
         return None if value is None else float(value)
+
+    @property
+    def gap_from_train_mode(self) -> bool:
+        """Its ``gap`` uses train/acc (training mode: masks active, weights moving), recorded before train/acc_eval."""
+        m = self.metrics
+        return EVAL_TRAIN_ACC not in m and "train/acc" in m and "test/acc" in m
 
     def setting_tokens(self, over: tuple[str, ...]) -> dict[str, str]:
         """normalised -> display spelling, for the overrides that define this run's setting."""
@@ -156,6 +172,14 @@ class Run:
             norm = normalize(o)
             tokens[norm] = self.typed.get(norm, o)
         return tokens
+
+
+def read_history(run: Run) -> list[dict[str, float]]:
+    """history.csv rows as floats (empty cells -> NaN); [] when the run has none."""
+    if not run.history.is_file():
+        return []
+    with run.history.open(newline="") as f:
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _multirun_yaml(results: Path, root: Path) -> Path | None:

@@ -15,14 +15,21 @@ from typing import Any
 
 from ablate.config import metric_registry
 from ablate.errors import ConfigError
-from ablate.report.runs import NON_SETTING_KEYS, STATUSES, Run, matches_over, normalize, override_key
-
-DERIVED = ("gap",)  # gap = train/acc - test/acc
+from ablate.report.runs import (
+    DERIVED,
+    EVAL_TRAIN_ACC,
+    NON_SETTING_KEYS,
+    STATUSES,
+    Run,
+    matches_over,
+    normalize,
+    override_key,
+)
 
 
 def is_accuracy(metric: str) -> bool:
-    """Shown in %: accuracies (and the train-test accuracy gap); losses, NLL, ECE, ... as recorded."""
-    return "acc" in metric or metric == "gap"
+    """Shown in %: accuracies (and the accuracy gaps); losses, NLL, ECE, ... as recorded."""
+    return "acc" in metric or metric in DERIVED
 
 
 def lower_is_better(metric: str) -> bool:
@@ -76,8 +83,22 @@ class Row:
 
 
 def available_metrics(runs: list[Run]) -> list[str]:
+    """Recorded metrics of the completed runs, then the derived gaps whose inputs some run recorded (``gap``: test/acc
+    and train/acc_eval or train/acc; ``val_gap``: val/acc and train/acc_eval)."""
     names = sorted({m for r in runs if r.status == "completed" for m in r.metrics})
-    return names + [d for d in DERIVED if "train/acc" in names and "test/acc" in names]
+    trains = {EVAL_TRAIN_ACC, "train/acc"}
+    derived = [
+        d
+        for d, held_out in DERIVED.items()
+        if held_out in names and (trains if d == "gap" else {EVAL_TRAIN_ACC}) & {*names}
+    ]
+    return names + derived
+
+
+def gap_from_train_mode(rows: list[Row]) -> int:
+    """How many completed runs of ``rows`` have a ``gap`` from training-mode train/acc (recorded before
+    train/acc_eval existed); the table says so under itself."""
+    return sum(r.gap_from_train_mode for row in rows for r in row.runs if r.status == "completed")
 
 
 def fill_defaults(runs: list[Run]) -> list[Run]:

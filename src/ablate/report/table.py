@@ -3,6 +3,7 @@
     python -m ablate.table logs/multiruns/<dir> [<dir> ...] [--metrics train/acc test/acc gap] [--format md|csv|latex]
         [--over seed,fold] [--baseline "reg=none"] [--baseline-metric test/acc] [--alpha 0.05]
         [--row-metric "ensemble=swa:test/acc_swa" ...] [--primary SETTING --expected-effect X --margin M]
+        [--converged [TOL]] [--overfits MIN] [--precondition SPEC ...] [--plan experiments/<name>/plan.yaml]
         [--reference experiments/<name>/reference.yaml] [--plot bars.png] [--curves curves.png] [--out table.md]
 
 Rows: one per setting, named by its overrides as typed (``optimizer.lr=1e9``; a long float with 4 significant digits,
@@ -11,8 +12,11 @@ every run shares and keys that are not settings (``ckpt_path``, ``hydra.*``, ``p
 that some runs set and others left at its default is named in both (``ensemble=none`` beside ``ensemble=swa``), so
 several folders (one per sweep) make one table. With --baseline, the baseline row comes first. Only completed runs are
 averaged; failed, diverged, interrupted (killed, or a stale heartbeat) and still-running runs are counted per row.
-``gap`` is train/acc - test/acc. Default metrics: train/acc, test/acc, gap, and test/nll, test/ece where recorded
-(calibration can move against accuracy, e.g. under label smoothing).
+``gap`` is train/acc_eval - test/acc (the final weights in eval mode on the training split); for runs recorded
+before train/acc_eval it falls back to train/acc (training mode: masks active, weights moving during the epoch), and
+a line under the table counts them. ``val_gap`` is train/acc_eval - val/acc (no fallback). Default metrics:
+train/acc, train/acc_eval, test/acc, gap, and test/nll, test/ece where recorded (calibration can move against
+accuracy, e.g. under label smoothing).
 
 Units: accuracies (names with ``acc``, and gap) in %, other metrics as recorded; CSV holds raw values (fractions),
 one column per statistic (<metric>_mean, _std, _n). n = 1 has no ± and no verdict.
@@ -34,6 +38,29 @@ an ensemble or weight average is judged by its own accuracy, e.g. ``--baseline e
 "ensemble=swa:test/acc_swa"`` (the SWA average vs plain SGD); the verdict names the metric it tested. The baseline
 may come from another folder: ``python -m ablate.table <plain sweep> <swa sweep> --baseline ensemble=none
 --row-metric "ensemble=swa:test/acc_swa"``.
+
+Gates (experiments/README.md "Verdict rule", step 0; ablate.report.gates): can these runs test the claim at all?
+Checked on training and validation data only, never test; one line each under the table (rows checked, measured
+values, pass / FAIL). A failed gate replaces the primary verdict: "Verdict: gate failed (why)", CSV's verdict
+column ``gate failed``. --converged [TOL]: every baseline run's train/loss (history.csv) moved less than TOL (default
+0.05 = 5%) between the last tenth of its epochs (2 at least) and the tenth before; fewer than 4 epochs or no
+history.csv cannot be checked, which fails. --overfits MIN (claims about regularization): the baseline's mean
+train/acc_eval - val/acc >= MIN (0.02 = 2 points). --precondition 'SETTING: FUNCTION(GLOB) OP X' (repeatable): per
+completed run of the rows with SETTING, FUNCTION (spread = max - min, mean, min, max) over its results.json metrics
+matching the val/ or train/ glob, compared by OP (<=, <, >=, >) with X in raw units, e.g. the snapshot paper's
+"snapshots within 0.5 points on validation": 'ensemble=snapshot: spread(val/acc_snapshot[0-9]*) <= 0.005'
+(``val/acc_snapshot*`` would also match the ensembles' val/acc_snapshot_ens<m>). The baseline gates check the
+--primary row's baseline, else every baseline row.
+
+--plan experiments/<name>/plan.yaml: the experiment's declaration, written once; keys mirror the options
+(underscores for dashes), options given on the command line override it, an unknown key is an error:
+    baseline: ensemble=none
+    primary: ensemble=swa
+    row_metric: {ensemble=swa: test/acc_swa}
+    expected_effect: 0.003
+    margin: 0.001
+    gates: {converged: {tolerance: 0.05}, overfits: {min_gap: 0.02}, preconditions: ["SETTING: ..."]}
+Also: metrics, baseline_metric, over, alpha, reference.
 
 --reference: a YAML file of a paper's numbers, joined by setting, with a difference column (ours - paper):
     source: "Huang et al. 2017, Table 1, p. 6"
@@ -59,10 +86,24 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ablate.config.metric_registry import is_known
-from ablate.config.rules.table import ALPHA, EXPECTED_EFFECT, MARGIN, STALE_AFTER, check_table_args, number_arg
+from ablate.config.rules.table import (
+    ALPHA,
+    CONVERGED_TOLERANCE,
+    EXPECTED_EFFECT,
+    MARGIN,
+    MIN_GAP,
+    STALE_AFTER,
+    TOLERANCE,
+    check_table_args,
+    number_arg,
+    parse_precondition,
+)
 from ablate.errors import ConfigError
 
-DEFAULT_METRICS = ["train/acc", "test/acc", "gap", "test/nll", "test/ece"]  # those the runs recorded
+# Those the runs recorded. train/acc is the running training-mode accuracy, train/acc_eval the final weights in eval
+# mode (the gap's train side; runs recorded before it have train/acc only).
+DEFAULT_METRICS = ["train/acc", "train/acc_eval", "test/acc", "gap", "test/nll", "test/ece"]
+DEFAULTS = {"alpha": 0.05, "over": "seed"}  # applied after --plan, so that a plan's value is not taken as given
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("root", type=Path, nargs="+", help="folders holding results.json files (a run, a multirun, several)")
     p.add_argument("--metrics", nargs="+", help=f"metrics to show (default: {' '.join(DEFAULT_METRICS)}, if recorded)")
     p.add_argument("--format", choices=["md", "csv", "latex"], default="md")
-    p.add_argument("--over", default="seed", help="comma-separated keys pooled within a row (default: seed)")
+    p.add_argument("--plan", type=Path, help="the experiment's declaration (plan.yaml; options given here override it)")
+    p.add_argument("--over", help="comma-separated keys pooled within a row (default: seed)")
     p.add_argument("--baseline", help="the setting to compare against, as typed, e.g. 'reg=none'")
     p.add_argument("--baseline-metric", help="metric of the t-test (default: first --metrics given, else test/acc)")
     p.add_argument(
@@ -93,7 +135,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--alpha",
         type=number_arg(*ALPHA),
-        default=0.05,
         help="significance level of the t-test (default 0.05)",
     )
     p.add_argument("--primary", metavar="SETTING", help="the primary comparison: this row vs --baseline (a verdict)")
@@ -108,6 +149,28 @@ def _parser() -> argparse.ArgumentParser:
         type=number_arg(*MARGIN),
         metavar="M",
         help="with --primary: equivalence margin, declared up front (|difference| < M counts as no effect)",
+    )
+    p.add_argument(
+        "--converged",
+        type=number_arg(*TOLERANCE),
+        nargs="?",
+        const=CONVERGED_TOLERANCE,
+        metavar="TOL",
+        help=f"gate: the baseline's train/loss plateaued (relative change < TOL, default {CONVERGED_TOLERANCE:g})",
+    )
+    p.add_argument(
+        "--overfits",
+        type=number_arg(*MIN_GAP),
+        metavar="MIN",
+        help="gate: the baseline overfits, mean train/acc_eval - val/acc >= MIN (a fraction: 0.02 = 2 points)",
+    )
+    p.add_argument(
+        "--precondition",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="gate (repeatable): 'SETTING: spread|mean|min|max(VAL_GLOB) <=|<|>=|> X' per run, e.g. "
+        "'ensemble=snapshot: spread(val/acc_snapshot[0-9]*) <= 0.005'",
     )
     p.add_argument("--reference", type=Path, help="reference.yaml with a paper's numbers to join")
     p.add_argument("--plot", type=Path, help="write a bar chart (mean ± std per setting) to this PNG (or .pdf, .svg)")
@@ -124,13 +187,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_args(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, Any] | None]:
-    """Every option checked by the rule book (ablate.config.rules.table) before any run is read; returns the parsed
-    --row-metric and the loaded --reference."""
+def check_args(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, Any] | None, Any]:
+    """--plan merged in (the command line wins), then every option checked by the rule book
+    (ablate.config.rules.table) before any run is read; returns the parsed --row-metric, the loaded --reference and
+    the declared gates (ablate.report.gates.GateSpec)."""
     from ablate.report import load_reference
+    from ablate.report.gates import GateSpec
+    from ablate.report.plan import apply_plan
 
+    apply_plan(args, DEFAULTS)
     row_metrics = check_table_args(args)
-    return row_metrics, load_reference(args.reference) if args.reference else None
+    gates = GateSpec(args.converged, args.overfits, [parse_precondition(t) for t in args.precondition])
+    return row_metrics, load_reference(args.reference) if args.reference else None, gates
 
 
 def _load(roots: list[Path], stale_after: float) -> list[Any]:
@@ -151,7 +219,7 @@ def run(args: argparse.Namespace) -> str:
     from ablate.report import available_metrics, build, plot_bars, plot_curves, render
     from ablate.report.stats import find_row
 
-    row_metrics, reference = check_args(args)
+    row_metrics, reference, gate_spec = check_args(args)
     runs = _load(args.root, args.stale_after)
     known = available_metrics(runs)
     metrics = args.metrics or [m for m in DEFAULT_METRICS if m in known] or [m for m in known if is_known(m)][:3]
@@ -160,15 +228,20 @@ def run(args: argparse.Namespace) -> str:
         metrics = [*metrics, *(m for m in dict.fromkeys([key_metric, *row_metrics.values()]) if m not in metrics)]
     over = tuple(k.strip() for k in args.over.split(",") if k.strip())
     rows = build(runs, metrics, over, args.baseline, key_metric, args.alpha, reference, row_metrics)
+    verdict = None
     if args.primary:
         from ablate.report.verdicts import primary
 
-        primary(rows, args.primary, args.expected_effect, args.margin, args.alpha, over)
+        verdict = primary(rows, args.primary, args.expected_effect, args.margin, args.alpha, over)
+    notes, gates = _notes(rows, metrics, gate_spec, find_row(rows, args.primary) if args.primary else None)
+    failures = [g.failure for g in gates if not g.passed]
+    if verdict is not None and failures:
+        verdict.fail_gates(failures)
     if reference is not None:
         unmatched = [s for s in reference["rows"] if find_row(rows, s) is None]
         if unmatched:
             print(f"warning: reference rows without runs: {'; '.join(unmatched)}", file=sys.stderr)
-    text = render(rows, metrics, args.format, key_metric if args.baseline else None)
+    text = render(rows, metrics, args.format, key_metric if args.baseline else None, notes)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
@@ -192,7 +265,26 @@ def run(args: argparse.Namespace) -> str:
             prose += " (" + ", ".join(f"{m} for {s}" for s, m in row_metrics.items()) + ")"
     if reference is not None:
         prose += f"; reference: {reference['source']} (Δ = ours - reference)"
+    if gates:
+        prose += f"; gates: {len(gates) - len(failures)} of {len(gates)} pass"
     return f"{prose}\n\n{text}"
+
+
+def _notes(rows: list[Any], metrics: list[str], gate_spec: Any, primary_row: Any) -> tuple[list[str], list[Any]]:
+    """The lines under the table: where the gap's train side came from (when some runs predate train/acc_eval) and
+    one line per gate; returns them and the gates' results."""
+    from ablate.report.gates import check_gates
+    from ablate.report.stats import gap_from_train_mode
+
+    notes = []
+    old = gap_from_train_mode(rows) if "gap" in metrics else 0
+    if old:
+        notes.append(f"gap: training-mode accuracy (train/acc) for {old} runs recorded before train/acc_eval.")
+    gates = check_gates(rows, gate_spec, primary_row) if gate_spec else []
+    if gates:
+        notes += [*([""] if notes else []), "Gates (training and validation data only):", ""]
+        notes += [g.line() for g in gates]
+    return notes, gates
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -135,7 +135,7 @@ class Primary:
     p: float  # two-sided
     p_tost: float  # equivalence within +-margin (two one-sided tests)
     mde: float  # minimum detectable |difference| at this n and std (two-sided alpha, power 0.8)
-    verdict: str  # yes | no | inconclusive
+    verdict: str  # yes | no | inconclusive | gate failed (ablate.report.gates: the runs cannot decide the claim)
     reason: str  # why, in words
     expected: float
     margin: float
@@ -158,6 +158,10 @@ class Primary:
                 f"; minimum detectable effect at this n and std: {size(self.mde)} (alpha = {self.alpha:g}, power 0.8)"
             )
         return text + ")."
+
+    def fail_gates(self, failures: list[str]) -> None:
+        """A failed gate is reported instead of the verdict (experiments/README.md "Verdict rule", step 0)."""
+        self.verdict, self.reason = "gate failed", "; ".join(failures)
 
     @property
     def expected_raw(self) -> float:

@@ -93,6 +93,8 @@ def summarize(
         "lr_final": fitted.lr_final,
         **fitted.checkpoints,
     }
+    if getattr(recipe.module, "test_passes", None):  # R > 1 test passes: McNemar counts, 1 pass vs R
+        summary["test_passes"] = recipe.module.test_passes
     if recipe.ensembles:
         name = recipe.run_config["ensemble"]["name"]
         summary["ensemble"] = {"name": name, **ensemble_summary(recipe.ensembles)}

@@ -72,6 +72,8 @@ class ClassifierModule(lightning_fast.HookAttrFastPath, L.LightningModule):
         self._test_outputs: list[Batch] = []  # (probabilities, targets) per test batch, scored at epoch end
         self._test_single_pass: list[torch.Tensor] = []  # first-pass probabilities when eval_repeats > 1
         self.test_per_class: dict[str, list[float]] = {}
+        # R > 1 test passes: per-image agreement of the single pass and the R-pass average (McNemar's test's counts)
+        self.test_passes: dict[str, int] = {}
         # A dict, so the hot path never goes through nn.Module.__setattr__.
         self._step_state = {"last_batch": -1, "plain_backward": False}
         self._mid_epoch_state: dict[str, Any] | None = None  # from a mid-epoch checkpoint, applied at train start
@@ -254,7 +256,14 @@ class ClassifierModule(lightning_fast.HookAttrFastPath, L.LightningModule):
         if self._test_single_pass:  # R > 1 passes averaged: also the first pass alone (Graham 2014's "1 test")
             single = torch.cat(self._test_single_pass)
             single = gather_rows(self.all_gather, single) if self.trainer.world_size > 1 else single
-            metrics["acc_single_pass"] = float((single.argmax(dim=1) == targets).float().mean())
+            single_right, averaged_right = single.argmax(dim=1) == targets, probs.argmax(dim=1) == targets
+            metrics["acc_single_pass"] = float(single_right.float().mean())
+            self.test_passes = {
+                "passes": int(self.eval_repeats),
+                "images": int(targets.numel()),
+                "only_averaged_right": int((averaged_right & ~single_right).sum()),
+                "only_single_right": int((single_right & ~averaged_right).sum()),
+            }
             self._test_single_pass = []
         self.log_dict({"test/loss": loss, **{f"test/{k}": v for k, v in metrics.items()}}, prog_bar=True)
 

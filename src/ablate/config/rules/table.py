@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ablate.config.metric_registry import is_known, parse
+from ablate.config.metric_registry import DERIVED, is_known, parse
 from ablate.errors import ConfigError
 
 CURVE_COLUMNS = ("lr", "time")  # history.csv columns beside the metrics (ablate.runtime.history)
@@ -17,6 +19,9 @@ ALPHA = ("a number in (0, 1)", "--alpha 0.05", lambda a: 0.0 < a < 1.0)
 STALE_AFTER = ("a positive number of seconds", "--stale-after 600", lambda s: 0.0 < s < math.inf)
 EXPECTED_EFFECT = ("a nonzero number", "--expected-effect 0.005", lambda x: x != 0.0 and math.isfinite(x))
 MARGIN = ("a positive number", "--margin 0.002", lambda m: 0.0 < m < math.inf)
+TOLERANCE = ("a number in (0, 1)", "--converged 0.05", lambda t: 0.0 < t < 1.0)
+MIN_GAP = ("a number in (0, 1)", "--overfits 0.02", lambda g: 0.0 < g < 1.0)
+CONVERGED_TOLERANCE = 0.05  # --converged without a value: train/loss moved < 5% between the last two tenths of epochs
 
 
 def number_arg(what: str, example: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -94,6 +99,7 @@ def check_table_args(args: argparse.Namespace) -> dict[str, str]:
     for setting in row_metrics:
         _check_setting("--row-metric", setting)
     _check_primary(args)
+    _check_gates(args)
     if not [k for k in args.over.split(",") if k.strip()] and args.over.strip():
         raise ConfigError(f"--over takes comma-separated keys, got {args.over!r}; e.g. --over seed,fold")
     _check_output("--out", args.out)
@@ -134,7 +140,7 @@ def _check_primary(args: argparse.Namespace) -> None:
         )
     effect, margin = given["--expected-effect"], given["--margin"]
     metric = args.baseline_metric or (args.metrics[0] if args.metrics else "test/acc")
-    if ("acc" in metric or metric == "gap") and max(abs(effect), margin) >= 1:
+    if ("acc" in metric or metric in DERIVED) and max(abs(effect), margin) >= 1:
         raise ConfigError(
             f"--expected-effect {effect:g} / --margin {margin:g}: {metric} is a fraction (as in results.json); "
             "give points / 100, e.g. --expected-effect 0.005 for +0.5 points"
@@ -144,3 +150,66 @@ def _check_primary(args: argparse.Namespace) -> None:
             f"--margin {margin:g} must be smaller than |--expected-effect| {abs(effect):g}: an equivalence margin as "
             "large as the expected effect would call the effect itself 'no effect'"
         )
+
+
+# -- gates (experiments/README.md "Verdict rule", step 0): checked on validation and training metrics only ------------
+PRECONDITION_FUNCTIONS = ("spread", "mean", "min", "max")  # over the metrics a glob matches, per run
+PRECONDITION_EXAMPLE = '--precondition "ensemble=snapshot: spread(val/acc_snapshot[0-9]*) <= 0.005"'
+_PRECONDITION = re.compile(
+    r"^(?P<setting>.*\S)\s*:\s*(?P<fn>\w+)\s*\(\s*(?P<glob>[^()\s]+)\s*\)\s*(?P<op><=|>=|<|>)\s*(?P<value>\S+)$"
+)
+_GLOB = re.compile(r"^(val|train)/[A-Za-z0-9_*?\[\]-]+$")
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """``SETTING: FUNCTION(GLOB) OP VALUE``: per completed run of the rows with SETTING, FUNCTION over the run's
+    metrics matching GLOB (fnmatch) must satisfy OP VALUE (raw units: accuracies as fractions)."""
+
+    text: str  # as given
+    setting: str
+    function: str  # spread | mean | min | max
+    glob: str  # val/... or train/...: never test data
+    op: str  # <= | < | >= | >
+    value: float
+
+
+def parse_precondition(text: str) -> Precondition:
+    """The strict parser of --precondition (and a plan's gates.preconditions): anything else is a ConfigError."""
+    match = _PRECONDITION.match(text.strip())
+    accepted = (
+        f"takes 'SETTING: FUNCTION(METRICS) OP NUMBER' with FUNCTION {'|'.join(PRECONDITION_FUNCTIONS)}, "
+        f"OP <=|<|>=|> and METRICS a val/ or train/ glob"
+    )
+    if match is None:
+        raise ConfigError(f"--precondition {accepted}, got {text!r}; e.g. {PRECONDITION_EXAMPLE}")
+    setting, fn, glob, op, value = match.group("setting", "fn", "glob", "op", "value")
+    if fn not in PRECONDITION_FUNCTIONS:
+        raise ConfigError(f"--precondition {text!r}: unknown function {fn!r}; {accepted}; e.g. {PRECONDITION_EXAMPLE}")
+    if not _GLOB.match(glob):
+        raise ConfigError(
+            f"--precondition {text!r}: {glob!r} is not a val/ or train/ metric glob (gates read validation and "
+            f"training metrics only, never test); e.g. {PRECONDITION_EXAMPLE}"
+        )
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"--precondition {text!r}: {value!r} is not a finite number; e.g. {PRECONDITION_EXAMPLE}")
+    if "acc" in glob and abs(number) > 1:
+        raise ConfigError(
+            f"--precondition {text!r}: accuracies are fractions (as in results.json); give points / 100, "
+            f"e.g. {PRECONDITION_EXAMPLE} for 0.5 points"
+        )
+    _check_setting("--precondition", setting)
+    return Precondition(text=text.strip(), setting=setting, function=fn, glob=glob, op=op, value=number)
+
+
+def _check_gates(args: argparse.Namespace) -> None:
+    """--converged and --overfits check the baseline: they need --baseline; every --precondition parses."""
+    for option in ("converged", "overfits"):
+        if getattr(args, option, None) is not None and not args.baseline:
+            raise ConfigError(f"--{option} checks the baseline's runs: it needs --baseline, e.g. --baseline reg=none")
+    for text in getattr(args, "precondition", None) or []:
+        parse_precondition(text)
