@@ -46,12 +46,13 @@ def error_of(capsys, *args):
 
 @pytest.fixture
 def sweep(tmp_path):
-    """reg=none vs reg=dropout (3 seeds each), reg=l2 with one completed run, a failed, a diverged run and a killed
-    one; a test loss beside the accuracies."""
+    """reg=none vs reg=dropout (3 seeds each, not the same seeds: Welch), reg=l2 with one completed run, a failed, a
+    diverged run and a killed one; a test loss beside the accuracies."""
     root = tmp_path / "sweep"
     for s, (a, b) in enumerate([(0.80, 0.90), (0.82, 0.92), (0.81, 0.91)]):
         write_run(root, f"n{s}", ["reg=none", f"seed={s}"], **{"train/acc": 0.95, "test/acc": a, "test/loss": 0.61})
-        write_run(root, f"d{s}", ["reg=dropout", f"seed={s}"], **{"train/acc": 0.93, "test/acc": b, "test/loss": 0.3})
+        dropout = {"train/acc": 0.93, "test/acc": b, "test/loss": 0.3}
+        write_run(root, f"d{s}", ["reg=dropout", f"seed={s + 10}"], **dropout)
     write_run(root, "l0", ["reg=l2", "seed=0"], **{"train/acc": 0.9, "test/acc": 0.85, "test/loss": 0.5})
     write_run(root, "l1", ["reg=l2", "seed=1"], status="diverged")
     write_run(root, "l2", ["reg=l2", "seed=2"], status="failed")
@@ -74,7 +75,10 @@ def test_rows_pool_seeds_with_units_only_accuracies_in_percent(sweep, capsys, tm
 
 def test_welch_verdicts_match_a_hand_computed_statistic(sweep, capsys):
     out = table(capsys, sweep, "--baseline", "reg=none", "--metrics", "test/acc", "test/loss")
-    assert "Welch's t-test on test/acc, Holm-corrected, alpha = 0.05" in out.splitlines()[0]
+    assert (
+        "t-test on test/acc (paired by seed where the rows share seeds, else Welch's), Holm-corrected, alpha = 0.05"
+        in (out.splitlines()[0])
+    )
     rows = md_rows(out)
     # By hand: means 0.91 vs 0.81, both sample sd 0.01, n = 3: t = 0.1 / sqrt(2 * 0.01**2 / 3) = 12.247,
     # Welch-Satterthwaite df = 4, two-sided p = 2 * t_4.sf(12.247).
@@ -104,7 +108,7 @@ def test_row_metric_tests_an_ensemble_metric_against_the_baselines_own(tmp_path,
     root = tmp_path / "swa"
     for s, (sgd, raw, avg) in enumerate([(0.80, 0.70, 0.90), (0.82, 0.72, 0.92), (0.81, 0.71, 0.91)]):
         write_run(root, f"n{s}", ["ensemble=none", f"seed={s}"], **{"train/acc": 0.9, "test/acc": sgd})
-        write_run(root, f"s{s}", ["ensemble=swa", f"seed={s}"], **{"test/acc": raw, "test/acc_swa": avg})
+        write_run(root, f"s{s}", ["ensemble=swa", f"seed={s + 10}"], **{"test/acc": raw, "test/acc_swa": avg})
     args = [root, "--metrics", "test/acc", "--baseline", "ensemble=none"]
     plain = md_rows(table(capsys, *args))
     assert plain["ensemble=swa"][-3] == "worse"  # its raw weights (0.71) vs SGD (0.81)
@@ -135,7 +139,7 @@ def test_a_partial_baseline_compares_within_each_group_of_a_factorial_sweep(tmp_
             write_run(
                 root,
                 f"{act}-{reg}-{s}",
-                [f"model.activation={act}", f"reg={reg}", f"seed={s}"],
+                [f"model.activation={act}", f"reg={reg}", f"seed={s if reg == 'none' else s + 10}"],
                 **{"test/acc": acc + d},
             )
     write_run(root, "gelu", ["model.activation=gelu", "reg=dropout", "seed=0"], **{"test/acc": 0.9})  # no baseline
@@ -443,8 +447,8 @@ def test_bar_chart_marks_the_baseline_and_zooms_only_on_a_significant_gap(tmp_pa
     root = tmp_path / "bars"
     for s, d in enumerate((-0.01, 0.01, 0.0)):
         write_run(root, f"n{s}", ["reg=none", f"seed={s}"], **{"test/acc": 0.90 + d})
-        write_run(root, f"a{s}", ["reg=a", f"seed={s}"], **{"test/acc": 0.905 - d})  # n.s.
-        write_run(root, f"b{s}", ["reg=b", f"seed={s}"], **{"test/acc": 0.95 + d})  # better
+        write_run(root, f"a{s}", ["reg=a", f"seed={s + 10}"], **{"test/acc": 0.905 - d})  # n.s.
+        write_run(root, f"b{s}", ["reg=b", f"seed={s + 10}"], **{"test/acc": 0.95 + d})  # better
     runs = load_runs(root)
     no_gap = build([r for r in runs if "reg=b" not in r.overrides], ["test/acc"], baseline="reg=none")
     bottom, texts, labels, hatched = _bars(no_gap)
@@ -604,7 +608,7 @@ def test_holm_adjustment_matches_a_hand_computation(tmp_path, capsys):
     for s, b in enumerate(base):
         write_run(root, f"n{s}", ["reg=none", f"seed={s}"], **{"test/acc": b})
         for setting, g in gaps.items():
-            write_run(root, f"{setting}{s}", [setting, f"seed={s}"], **{"test/acc": b + g})
+            write_run(root, f"{setting}{s}", [setting, f"seed={s + 10}"], **{"test/acc": b + g})
     raw = {k: ttest_ind([b + g for b in base], base, equal_var=False).pvalue for k, g in gaps.items()}
     assert raw["reg=a"] < 0.05 and raw["reg=b"] < 0.05  # each "significant" alone
     by_hand = {"reg=c": 3 * raw["reg=c"], "reg=a": max(3 * raw["reg=c"], 2 * raw["reg=a"])}
@@ -630,7 +634,10 @@ def test_a_gap_that_is_not_significant_is_never_called_better_or_worse(tmp_path,
         for k, g in enumerate((0.004, 0.01, 0.02, 0.03, -0.02, -0.03, 0.06)):
             wobble = (-1) ** (s + k) * 0.004
             write_run(
-                root, f"r{k}-{s}", [f"reg=r{k}", f"seed={s}"], **{"test/acc": b + g + wobble, "test/loss": 1 - b - g}
+                root,
+                f"r{k}-{s}",
+                [f"reg=r{k}", f"seed={s + 10}"],
+                **{"test/acc": b + g + wobble, "test/loss": 1 - b - g},
             )
     for alpha in ("0.05", "0.01", "0.2"):
         for metric in ("test/acc", "test/loss"):
@@ -643,3 +650,19 @@ def test_a_gap_that_is_not_significant_is_never_called_better_or_worse(tmp_path,
                 significant = float(r["p_holm"]) < float(alpha)
                 assert (r["vs_baseline"] in ("better", "worse")) == significant, r
                 assert significant or r["vs_baseline"] == "n.s."
+
+
+def test_secondary_rows_that_share_the_baselines_seeds_are_tested_paired(tmp_path, capsys):
+    """Same seeds on both sides: the per-seed differences are tested (scipy's ttest_rel), then Holm-corrected."""
+    from scipy.stats import ttest_rel
+
+    root = tmp_path / "paired"
+    base, gains = [0.80, 0.85, 0.90, 0.83], [0.010, 0.012, 0.008, 0.011]  # seed spread hides a steady gain from Welch
+    for s, (b, g) in enumerate(zip(base, gains, strict=True)):
+        write_run(root, f"n{s}", ["reg=none", f"seed={s}"], seed=s, **{"test/acc": b})
+        write_run(root, f"d{s}", ["reg=dropout", f"seed={s}"], seed=s, **{"test/acc": b + g})
+    out = table(capsys, root, "--metrics", "test/acc", "--baseline", "reg=none", "--format", "csv")
+    row = {r["setting"]: r for r in csv.DictReader(io.StringIO(out))}["reg=dropout"]
+    assert row["test"] == "paired t" and row["vs_baseline"] == "better"
+    expected = ttest_rel([b + g for b, g in zip(base, gains, strict=True)], base).pvalue
+    assert float(row["p_value"]) == pytest.approx(expected, rel=1e-9)

@@ -43,13 +43,14 @@ def build(
     reference: str | Path | dict[str, Any] | None = None,
     row_metrics: dict[str, str] | None = None,
 ) -> list[Row]:
-    """Rows with mean/std/n per metric; with ``baseline``, Welch verdicts on ``baseline_metric`` (default: the
+    """Rows with mean/std/n per metric; with ``baseline``, Holm-corrected verdicts (paired by seed where the rows
+    share seeds, else Welch) on ``baseline_metric`` (default: the
     first metric; ``row_metrics``: a setting's own metric for that test), the baseline row first (in a factorial
     sweep, each group's baseline before its rows); with ``reference`` (a reference.yaml path or its loaded dict), the
     paper's numbers joined."""
     rows = summarize(runs, list(metrics), tuple(over))
     if baseline:
-        compare(rows, baseline, baseline_metric or metrics[0], alpha, row_metrics)
+        compare(rows, baseline, baseline_metric or metrics[0], alpha, row_metrics, tuple(over))
         rows = baseline_first(rows)
     if reference is not None:
         ref = reference if isinstance(reference, dict) else load_reference(reference)

@@ -21,7 +21,8 @@ accuracy, e.g. under label smoothing).
 Units: accuracies (names with ``acc``, and gap) in %, other metrics as recorded; CSV holds raw values (fractions),
 one column per statistic (<metric>_mean, _std, _n). n = 1 has no ± and no verdict.
 
---baseline: each row gets better / worse / n.s. from Welch's t-test (unequal variances, two-sided) of
+--baseline: each row gets better / worse / n.s. from a two-sided t-test (paired by seed when the row and its baseline
+have exactly the same seeds, else Welch's, unequal variances) of
 --baseline-metric (default: the first --metrics given, else test/acc) against the baseline row, the p-values
 Holm-corrected over all rows tested: better / worse only when the Holm-adjusted p < --alpha, else n.s.
 --primary SETTING --expected-effect X --margin M: the one comparison the experiment is about (the paper's claim),
@@ -256,7 +257,8 @@ def run(args: argparse.Namespace) -> str:
     prose = f"{len(runs)} runs, {len(rows)} settings; mean ± std over {', '.join(over) or 'nothing'} (n completed runs)"
     prose += "; accuracies in %, other metrics as recorded"
     if args.baseline:
-        prose += f"; vs baseline: Welch's t-test on {key_metric}, Holm-corrected, alpha = {args.alpha:g}"
+        prose += f"; vs baseline: t-test on {key_metric} (paired by seed where the rows share seeds, else Welch's)"
+        prose += f", Holm-corrected, alpha = {args.alpha:g}"
         if args.primary:
             prose += f" (primary: {args.primary}, by the verdict rule of experiments/README.md)"
         if find_row(rows, args.baseline) is None:

@@ -1,6 +1,7 @@
 """Verdicts against a baseline, by the rule written once in experiments/README.md ("Verdict rule").
 
-Secondary rows: Welch's t-test of each row against its baseline row (per group in a factorial sweep), p-values
+Secondary rows: a t-test of each row against its baseline row (per group in a factorial sweep), paired by seed when
+both rows have exactly the same seeds, else Welch's; p-values
 Holm-corrected over all of them, better / worse (in the metric's direction, ablate.config.metric_registry) only when the
 Holm-adjusted p < alpha, else n.s. The primary comparison (``primary``): paired by seed when both arms have the same
 seeds, else Welch; yes / no / inconclusive with the minimum detectable effect."""
@@ -32,6 +33,18 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+def paired_t(a: list[float], b: list[float]) -> tuple[float, float]:
+    """The paired t statistic and two-sided p of a - b (scipy.stats.ttest_rel); NaN when the differences are constant
+    (then nothing is testable) or n < 2."""
+    from scipy.stats import ttest_rel
+
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    if len(diffs) < 2 or statistics.pstdev(diffs) == 0:
+        return math.nan, math.nan
+    result = ttest_rel(a, b)
+    return float(result.statistic), float(result.pvalue)
+
+
 def baselines_for(rows: list[Row], baseline: str) -> dict[int, Row]:
     """id(row) -> the row it is compared with. A setting that names one row is every row's baseline; one that fixes
     only some keys of a factorial sweep (``reg=none`` beside ``model.activation=relu,tanh``) gives each row the row
@@ -54,10 +67,16 @@ def baselines_for(rows: list[Row], baseline: str) -> dict[int, Row]:
 
 
 def compare(
-    rows: list[Row], baseline: str, metric: str, alpha: float = 0.05, row_metrics: dict[str, str] | None = None
+    rows: list[Row],
+    baseline: str,
+    metric: str,
+    alpha: float = 0.05,
+    row_metrics: dict[str, str] | None = None,
+    over: tuple[str, ...] = ("seed",),
 ) -> list[Row]:
-    """Mark every row better / worse / n.s. against its baseline (see ``baselines_for``) by Welch's t-test at level
-    ``alpha``; returns the baseline rows.
+    """Mark every row better / worse / n.s. against its baseline (see ``baselines_for``) at level ``alpha``, Holm-
+    corrected: a paired t-test by seed when both rows have exactly the same seeds (``over`` keys), else Welch's
+    t-test; returns the baseline rows.
 
     ``row_metrics`` maps a setting to the metric that stands for it, when that is not ``metric``: an ensemble or
     averaged model is judged by its own accuracy (``ensemble=swa`` -> ``test/acc_swa``) against the baseline's
@@ -83,15 +102,22 @@ def compare(
         if row is base:
             row.verdict = "baseline"
             continue
-        base_values = base.stats[chosen.get(id(base), metric)]
+        base_metric = chosen.get(id(base), metric)
+        base_values = base.stats[base_metric]
         stat = row.stats[row.compared]
-        row.t, row.p = welch(stat.values, base_values.values)
+        a, b = _values(row, row.compared, over), _values(base, base_metric, over)
+        paired = bool(a) and set(a) == set(b) and len(a) > 1
+        row.t, row.p = (
+            paired_t([a[k] for k in sorted(a)], [b[k] for k in sorted(a)])
+            if paired
+            else welch(stat.values, base_values.values)
+        )
         if math.isnan(row.p):
             tested = stat.n > 1 and base_values.n > 1
             # Both sides constant: equal means are no difference (e.g. an inactive option); unequal ones untestable.
             row.verdict = "n.s." if tested and stat.mean == base_values.mean else None
             continue
-        row.test = "Welch"
+        row.test = "paired t" if paired else "Welch"
     apply_holm(rows, alpha)
     return list({id(b): b for b in bases.values()}.values())
 
@@ -111,7 +137,7 @@ def holm(pvalues: list[float]) -> list[float]:
 def apply_holm(rows: list[Row], alpha: float, exclude: Row | None = None) -> None:
     """Holm over every tested row but ``exclude`` (the primary comparison, tested on its own); better / worse only
     when the adjusted p < alpha, else n.s."""
-    family = [r for r in rows if r is not exclude and r.base is not None and r.base is not r and r.test == "Welch"]
+    family = [r for r in rows if r is not exclude and r.base is not None and r.base is not r and r.test]
     for row, p_adj in zip(family, holm([r.p for r in family]), strict=True):
         row.p_holm = p_adj
         row.verdict = _direction(row) if p_adj < alpha else "n.s."
