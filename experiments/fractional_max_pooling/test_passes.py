@@ -6,6 +6,10 @@ gain of averaging R passes (``test/acc``) over one pass (``test/acc_single_pass`
 Prints a Markdown table: per setting (seeds pooled, as ``python -m ablate.table`` names rows) and over all completed
 runs, the mean gain in points, its std, n and the paired t-test's two-sided p (scipy.stats.ttest_rel). The table
 tool's Welch test compares rows, not two metrics of the same run, hence this script.
+
+Then one line per run: McNemar's exact test of 1 vs R passes on that run's test images (results.json
+``test_passes``: the images only the R-pass average got right, b, and only the single pass got right, c; two-sided
+binomial test of b against b + c at 1/2, scipy.stats.binomtest), Holm-corrected over the runs.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import argparse
 import statistics
 from pathlib import Path
 
-from scipy.stats import ttest_rel
+from scipy.stats import binomtest, ttest_rel
 
 from ablate.report import build, load_runs
+from ablate.report.verdicts import holm
 
 SINGLE, AVERAGED = "test/acc_single_pass", "test/acc"
 
@@ -40,6 +45,28 @@ def line(setting: str, single: list[float], averaged: list[float]) -> str:
     return f"| {setting} | {len(gains)} | {statistics.fmean(gains):+.2f} | {statistics.stdev(gains):.2f} | {p:.3g} |"
 
 
+def mcnemar_lines(root: Path) -> list[str]:
+    """One line per completed run with McNemar counts: setting, seed, b, c, exact p, Holm-adjusted p, the result."""
+    runs = [r for r in load_runs(root) if r.status == "completed" and r.data.get("test_passes")]
+    if not runs:
+        return []
+    counts = [(r, r.data["test_passes"]) for r in sorted(runs, key=lambda r: (" ".join(r.overrides), str(r.seed)))]
+    pvalues = []
+    for _, tp in counts:
+        b, c = int(tp["only_averaged_right"]), int(tp["only_single_right"])
+        pvalues.append(binomtest(b, b + c, 0.5).pvalue if b + c else 1.0)
+    lines = [
+        "| run | images | R | only R passes right (b) | only 1 pass right (c) | McNemar p | p (Holm) | result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (run, tp), p, p_holm in zip(counts, pvalues, holm(pvalues), strict=True):
+        b, c = tp["only_averaged_right"], tp["only_single_right"]
+        result = ("R passes better" if b > c else "1 pass better") if p_holm < 0.05 else "n.s."
+        name = " ".join(o for o in run.overrides if not o.startswith("experiment="))
+        lines.append(f"| {name} | {tp['images']} | {tp['passes']} | {b} | {c} | {p:.3g} | {p_holm:.3g} | {result} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", type=Path, help="the sweep folder")
@@ -50,6 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| setting | n | gain of R passes ({AVERAGED} - {SINGLE}), points | std | p (paired t) |")
     print("|---|---|---|---|---|")
     print("\n".join(line(*r) for r in rows))
+    per_run = mcnemar_lines(args.root)
+    if per_run:
+        print("\nPer run, McNemar's exact test of 1 vs R passes (same weights, same images), Holm over the runs:\n")
+        print("\n".join(per_run))
 
 
 if __name__ == "__main__":
