@@ -261,3 +261,83 @@ def test_p_zero_is_the_plain_layer_in_training():
     x = torch.randn(3, 5)
     assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
     assert math.isclose(layer.p, 0.0)
+
+
+def test_per_example_masks_are_independent_bernoulli_draws_at_rate_p():
+    torch.manual_seed(12)
+    layer = DropConnectLinear(40, 30, p=0.3, per_sample=True)
+    masks = layer.sample_mask(64)  # (B, out, in), True = kept
+    assert masks.shape == (64, 30, 40) and masks.dtype == torch.bool
+    assert abs(1 - masks.float().mean().item() - 0.3) < 0.01  # 76,800 draws: ~6 standard errors
+    agree = (masks[0] == masks[1:]).float().mean().item()  # independent masks agree on p^2 + (1-p)^2 of the entries
+    assert abs(agree - (0.3**2 + 0.7**2)) < 0.02
+
+
+def test_per_example_masks_give_identical_inputs_different_outputs_per_batch_masks_do_not():
+    torch.manual_seed(13)
+    x = torch.randn(1, 24).expand(16, 24)
+    for per_sample in (True, False):
+        layer = DropConnectLinear(24, 10, p=P, per_sample=per_sample).train()
+        with torch.no_grad():
+            out = layer(x)
+        distinct = len({tuple(row.tolist()) for row in out})
+        assert distinct == (16 if per_sample else 1)
+
+
+def test_per_example_expected_output_is_the_dense_layer():
+    """Inverted scaling: averaged over masks, the training output is W x + b (the eval-mode "mean" output)."""
+    torch.manual_seed(14)
+    layer = DropConnectLinear(32, 8, p=P, per_sample=True).train()
+    x = torch.randn(1, 32)
+    with torch.no_grad():
+        out = layer(x.expand(20000, 32))
+        dense = layer.eval()(x)[0]
+    sd = out.std(0)
+    assert torch.all((out.mean(0) - dense).abs() < 4 * sd / math.sqrt(20000))
+
+
+@pytest.mark.parametrize("chunk_entries", [1, 2 * 6 * 7, 1 << 24])  # one example per chunk, uneven chunks, one chunk
+def test_per_example_gradients_match_autograd_through_explicit_masks(monkeypatch, chunk_entries):
+    """The chunked autograd function (bool masks saved, masked weights rebuilt in backward) is exact."""
+    import ablate.layers.dropconnect as dc
+
+    monkeypatch.setattr(dc, "_CHUNK_ENTRIES", chunk_entries)
+    torch.manual_seed(15)
+    layer = DropConnectLinear(7, 6, p=0.4, per_sample=True).double().train()
+    x = torch.randn(5, 3, 7, dtype=torch.double, requires_grad=True)  # 3 positions per example share its mask
+    torch.manual_seed(150)
+    masks = layer.sample_mask(5)
+    torch.manual_seed(150)
+    out = layer(x)
+    ref = torch.stack([F.linear(x[b], layer.weight * masks[b] / 0.6, layer.bias) for b in range(5)])
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, layer.weight, layer.bias), g)
+    want = torch.autograd.grad(ref, (x, layer.weight, layer.bias), g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_mask_knob_value_is_a_one_line_error(make_cfg):
+    from hydra.errors import ConfigCompositionException
+
+    from ablate.runtime.cli import hydra_error_line
+
+    with pytest.raises(ConfigCompositionException) as info:
+        make_cfg("reg=dropconnect", "reg.dropconnect_per_sample=maybe")
+    line = hydra_error_line(info.value)
+    assert "\n" not in line
+    assert "reg.dropconnect_per_sample=maybe" in line and "not a valid bool" in line
+
+
+def test_mask_benchmark_builds_each_variant_and_times_a_step():
+    from tests.conftest import REPO, load_script
+
+    bench = load_script(REPO / "experiments/dropconnect/bench_masks.py", "dropconnect_bench_masks")
+    kinds = {
+        masks: [m.per_sample for m in bench.net(masks).modules() if isinstance(m, DropConnectLinear)]
+        for masks in ("none", "batch", "example")
+    }
+    assert kinds == {"none": [], "batch": [False, False], "example": [True, True]}
+    times = bench.ms_per_step("batch", 1)
+    assert len(times) == 1 and times[0] > 0
