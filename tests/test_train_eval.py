@@ -42,3 +42,13 @@ def test_every_run_records_the_eval_mode_training_accuracy(make_cfg):
     metrics = train(cfg)["metrics"]
     assert 0.0 <= metrics["train/acc_eval"] <= 1.0 and metrics["train/nll_eval"] > 0
     assert metrics["train/acc_eval"] != metrics["train/acc"]  # training-mode running accuracy is another number
+
+
+def test_a_run_cut_to_a_few_batches_scores_only_as_many_training_images(make_cfg, monkeypatch):
+    import ablate.runtime.outcome as outcome
+
+    seen: list[int | None] = []
+    real = outcome.eval_mode_train_metrics
+    monkeypatch.setattr(outcome, "eval_mode_train_metrics", lambda m, d, n=None: seen.append(n) or real(m, d, n))
+    train(make_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "data.batch_size=16"))
+    assert seen == [32]

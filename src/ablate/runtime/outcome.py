@@ -48,13 +48,22 @@ def after_fit(trainer: L.Trainer, recipe: Recipe) -> Fitted:
     metrics["val/acc_best"] = float(module.val_acc_best)
     if math.isfinite(float(module.val_loss_best)):  # inf: no validation epoch ran
         metrics["val/loss_best"] = float(module.val_loss_best)
-    metrics.update(eval_mode_train_metrics(module, recipe.datamodule))  # the final weights, as validation sees them
+    metrics.update(eval_mode_train_metrics(module, recipe.datamodule, _trained_images(trainer, recipe)))
     checkpoint = trainer.checkpoint_callback
     checkpoints = {
         "checkpoint_best": getattr(checkpoint, "best_model_path", None) or None,
         "checkpoint_last": getattr(checkpoint, "last_model_path", None) or None,
     }
     return Fitted(metrics, final_lrs(trainer), checkpoints)
+
+
+def _trained_images(trainer: L.Trainer, recipe: Recipe) -> int | None:
+    """How many training images an epoch saw when ``trainer.limit_train_batches`` cut it short (None: all); the
+    eval-mode pass over the training split (``train/acc_eval``) scores no more than those."""
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches) or trainer.limit_train_batches in (None, 1.0):
+        return None
+    return int(batches) * int(recipe.datamodule.batch_size)
 
 
 def test(trainer: L.Trainer, recipe: Recipe, fitted: Fitted, run_test: bool) -> dict[str, list[float]]:

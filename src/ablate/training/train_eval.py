@@ -16,8 +16,9 @@ from ablate.data.loader import InMemoryLoader
 from ablate.training.scoring import eval_logits, predict
 
 
-def eval_mode_train_metrics(module: Any, datamodule: Any) -> dict[str, float]:
-    """``train/acc_eval`` and ``train/nll_eval`` of the module's current weights over the whole training split.
+def eval_mode_train_metrics(module: Any, datamodule: Any, max_images: int | None = None) -> dict[str, float]:
+    """``train/acc_eval`` and ``train/nll_eval`` of the module's current weights over the training split (its first
+    ``max_images`` images when given: a run limited to a few training batches, e.g. ``debug=fast``, scores as many).
 
     The random number generators are forked, so the run's later numbers (test passes of stochastic layers, the
     ensembles' scores) are the same as without this pass.
@@ -28,7 +29,8 @@ def eval_mode_train_metrics(module: Any, datamodule: Any) -> dict[str, float]:
     was_training = model.training
     device = module.mean.device
     repeats = int(getattr(module, "eval_repeats", 1))
-    loader = InMemoryLoader(datamodule.x_train, datamodule.y_train, datamodule.eval_batch_size, shuffle=False)
+    x, y = datamodule.x_train[:max_images], datamodule.y_train[:max_images]  # None: all
+    loader = InMemoryLoader(x, y, datamodule.eval_batch_size, shuffle=False)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model.eval()
         try:
