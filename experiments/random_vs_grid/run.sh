@@ -1,34 +1,22 @@
 #!/usr/bin/env bash
-# Random vs grid search (Bergstra & Bengio 2012) at CPU scale: 27 trials each, 5 search seeds each, run one after
-# another. Search seed s sets the sampler seed (random draws / grid order) and the training seed of every trial.
-# Studies land in logs/searches/<prefix>-<sampler>-s<seed>/ (running this again resumes them: finished ones cost a
-# few seconds). Then: python experiments/random_vs_grid/analyse.py [--prefix rvg-sgd]
-#   rvg:     AdamW + one-cycle (the defaults), lr in [1e-4, 1e-1]: the main setting.
-#   rvg-sgd: plain SGD + one-cycle, lr in [1e-3, 10]: a narrow lr optimum (~0.6-1.5, divergence from ~2).
+# Random vs grid search (Bergstra & Bengio 2012) at CPU scale: 27 trials per search, SEEDS search seeds per sampler
+# (default 0..9), one search after another, 1 torch thread. Search seed s gives both samplers the training seed
+# seed=s (every trial of the search) and seeds the sampler: hydra.sweeper.seed=s for the random draws (and the order in
+# which the grid is visited), and the grid's random offset (space.py grid --seed s). The space is in space.py.
+# Studies land in logs/searches/rvg-offset-<sampler>-s<seed>/ (running this again resumes them: a finished study costs
+# a few seconds). Then: python experiments/random_vs_grid/analyse.py
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=(${PYTHON:-python})
-# A search whose trials diverged (plain SGD at lr > ~2) still ends with exit code 1 (train.py's sweep rule: "a job did
+export OMP_NUM_THREADS=1
+# A search whose trials diverged (plain SGD at a large lr) ends with exit code 1 (train.py's sweep rule: "a job did
 # not complete"); those trials are FAIL in the study and count as spent budget. Go on after 1, stop on anything else.
 search() { "${PY[@]}" train.py -m "$@" || [ $? -eq 1 ]; }
-COMMON=(data=digits model=mlp trainer.max_epochs=5 hydra.sweeper.n_trials=27)
-WD_DROPOUT_RANDOM=('optimizer.weight_decay=tag(log, interval(1e-6, 1e-1))' 'reg.dropout=interval(0.0, 0.6)')
-# 3 values per dimension at the centres of three equal cells of the same ranges (log scale for lr and wd).
-WD_DROPOUT_GRID=('optimizer.weight_decay=choice(6.8e-6, 3.16e-4, 1.47e-2)' 'reg.dropout=choice(0.1, 0.3, 0.5)')
-for setting in ${SETTINGS:-rvg rvg-sgd}; do
-  for s in ${SEEDS:-0 1 2 3 4}; do
-    if [ "$setting" = rvg ]; then
-      extra=()
-      lr_random='optimizer.lr=tag(log, interval(1e-4, 1e-1))'
-      lr_grid='optimizer.lr=choice(3.16e-4, 3.16e-3, 3.16e-2)'
-    else
-      extra=(optimizer=sgd)
-      lr_random='optimizer.lr=tag(log, interval(1e-3, 10))'
-      lr_grid='optimizer.lr=choice(4.64e-3, 0.1, 2.15)'
-    fi
-    search hparams_search=random "${COMMON[@]}" "${extra[@]}" seed=$s hydra.sweeper.seed=$s \
-      hydra.sweeper.study_name=$setting-random-s$s "$lr_random" "${WD_DROPOUT_RANDOM[@]}"
-    search hparams_search=grid "${COMMON[@]}" "${extra[@]}" seed=$s hydra.sweeper.seed=$s \
-      hydra.sweeper.study_name=$setting-grid-s$s "$lr_grid" "${WD_DROPOUT_GRID[@]}"
+COMMON=(experiment=random_vs_grid_cpu hydra.sweeper.n_trials=27 torch_threads=1)
+for s in ${SEEDS:-0 1 2 3 4 5 6 7 8 9}; do
+  for sampler in random grid; do
+    mapfile -t space < <("${PY[@]}" experiments/random_vs_grid/space.py "$sampler" --seed "$s")
+    search hparams_search=$sampler "${COMMON[@]}" seed=$s hydra.sweeper.seed=$s \
+      hydra.sweeper.study_name=rvg-offset-$sampler-s$s "${space[@]}"
   done
 done
