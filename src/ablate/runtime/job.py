@@ -47,6 +47,7 @@ for _pattern in (
     ".*overridden `on_after_batch_transfer`.*",
     ".*does not have many workers.*",
     ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run continues its own checkpoints
+    ".*Experiment logs directory .* exists and is not empty.*",  # resume moved metrics.csv aside before continuing
 ):
     warnings.filterwarnings("ignore", message=_pattern)
 quiet_lightning()
@@ -180,6 +181,8 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
             return None
         sys.exit(err.exit_code)
     check_folder(output_dir, "run folder")
+    if multirun and is_rank_zero and (earlier := _earlier_job(output_dir, overrides)) is not None:
+        return objective(cfg, earlier.get("metrics") or {})  # completed before: skipped, its folder untouched
     record, ckpt_path = _open_record(cfg, overrides, output_dir, is_rank_zero)
     if is_rank_zero:
         record.write()
@@ -214,6 +217,22 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
         record.finish("completed")
         outcome.print_summary(summary, output_dir, overrides if multirun else None)
     return objective(cfg, summary["metrics"])
+
+
+def _earlier_job(output_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """A sweep run again into its folder (ablate.runtime.sweep_continue): the earlier record of a job that completed
+    (said in its one line), else None; a folder holding another job is a one-line error (exit 2)."""
+    from ablate.runtime.sweep_continue import check_job_folder
+    from ablate.runtime.sweep_recap import job_line
+
+    try:
+        earlier = check_job_folder(output_dir, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    if earlier is not None:
+        print(job_line(overrides, f"skipped: completed before ({output_dir / 'results.json'})"), flush=True)
+    return earlier
 
 
 def _open_record(

@@ -146,15 +146,23 @@ def _copy_checkpoints(source: Path, folder: Path) -> Path:
     return copy
 
 
+def _started_elsewhere(source: Path, output_dir: Path) -> bool:
+    """Whether ``source`` is a checkpoint outside ``output_dir`` (where the run in ``output_dir`` started from)."""
+    return source.is_file() and checkpoint_run(source) != output_dir.resolve()
+
+
 def plan(cfg: DictConfig, output_dir: Path, rank_zero: bool = True) -> ResumePlan | None:
     """Check a resume before anything is written; None when ``ckpt_path`` is not set.
 
     Other DDP ranks start after rank 0 has reopened the record (``running``) and only read the plan.
     """
     source = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    if source is None:
-        # A run started in an interrupted run's folder (a SLURM requeue: ablate.runtime.rundir chose it) continues it.
-        if status_of(Path(output_dir)) != "interrupted":
+    # A run started in an interrupted run's folder (a SLURM requeue: ablate.runtime.rundir chose it; a sweep job run
+    # again: ablate.runtime.sweep_continue) continues it, from its own last.ckpt even when the command's ckpt_path
+    # names the checkpoint it started from.
+    own = status_of(Path(output_dir)) == "interrupted"
+    if source is None or (own and _started_elsewhere(source, Path(output_dir))):
+        if not own:
             return None
         source = Path(output_dir) / "checkpoints" / "last.ckpt"
         if not source.is_file():  # interrupted before its first epoch ended: start again, in the same folder

@@ -55,10 +55,15 @@ def describe(statuses: dict[str, str], unit: str = "job") -> str:
 def interrupted_message(sweep_dir: str | Path, signum: int) -> str:
     import signal
 
+    from ablate.runtime.sweep_continue import continue_command
+
     statuses = job_statuses(sweep_dir)
+    how = (search_resume_advice() if in_search() else None) or (
+        f"{continue_command(sweep_dir)}   (completed jobs are skipped, interrupted ones resume from last.ckpt)"
+    )
     return (
         f"sweep interrupted by {signal.Signals(signum).name}: jobs that ran: {describe(statuses)}; "
-        f"later jobs did not start ({sweep_dir})"
+        f"later jobs did not start ({sweep_dir}); continue it: {how}"
     )
 
 
@@ -78,11 +83,24 @@ def in_search() -> bool:
 
 def search_resume_advice() -> str | None:
     """For an interrupted search trial: the search's own command (set by the sweeper), which resumes the study and
-    runs interrupted trials again; None outside a search."""
+    runs interrupted trials again; for a job of another multirun, the command that continues the sweep (set by
+    ``SweepRecap``; ablate.runtime.sweep_continue); None outside a sweep."""
+    from ablate.runtime.sweep_continue import CONTINUE_COMMAND_ENV
+
     command = os.environ.get(SEARCH_COMMAND_ENV)
-    if not command or not in_search():
-        return None
-    return f"{command}   (the search resumes its study and runs interrupted trials again)"
+    if command and in_search():
+        return f"{command}   (the search resumes its study and runs interrupted trials again)"
+    sweep = os.environ.get(CONTINUE_COMMAND_ENV)
+    if sweep and _in_multirun():
+        return f"{sweep}   (the sweep skips its completed jobs and resumes this one from last.ckpt)"
+    return None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def job_line(overrides: list[str], result: str) -> str:
@@ -139,7 +157,26 @@ def recap(sweep_dir: str | Path) -> str:
 
 
 class SweepRecap(Callback):
-    """Prints ``recap`` when a multirun ends (configured under hydra.callbacks in configs/hydra/default.yaml)."""
+    """Prints ``recap`` when a multirun ends (configured under hydra.callbacks in configs/hydra/default.yaml); for a
+    sweep run again into its folder, first a line that names the jobs skipped, resumed, rerun and run fresh."""
+
+    def __init__(self) -> None:
+        self._before: dict[str, Any] = {}
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from ablate.runtime import sweep_continue
+
+        if is_search(config):  # a search resumes its study instead (its sweeper says how many trials are done)
+            return
+        sweep_dir = str(config.hydra.sweep.dir)
+        self._before = sweep_continue.snapshot(sweep_dir)
+        # The jobs' interrupt advice; an environment variable reaches jobs that joblib runs in other processes.
+        os.environ[sweep_continue.CONTINUE_COMMAND_ENV] = sweep_continue.continue_command(sweep_dir, from_env=False)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        print(recap(str(config.hydra.sweep.dir)), flush=True)
+        from ablate.runtime import sweep_continue
+
+        sweep_dir = str(config.hydra.sweep.dir)
+        if self._before:  # a first run into an empty folder prints what it always printed
+            print(sweep_continue.describe_kinds(sweep_continue.kinds(self._before, sweep_dir)), flush=True)
+        print(recap(sweep_dir), flush=True)
