@@ -23,13 +23,18 @@ def eval_mode_train_metrics(module: Any, datamodule: Any, max_images: int | None
     The random number generators are forked, so the run's later numbers (test passes of stochastic layers, the
     ensembles' scores) are the same as without this pass.
     """
-    if not len(datamodule.y_train):
+    if not len(datamodule.y_train) or not isinstance(datamodule.x_train, torch.Tensor):
+        # Streamed image folders (data.imagefolder with files decoded per batch) are skipped: a second full pass of
+        # JPEG decoding would cost as much as a training epoch; their tables fall back to train/acc (and say so).
         return {}
     model = module.model
     was_training = model.training
     device = module.mean.device
     repeats = int(getattr(module, "eval_repeats", 1))
-    x, y = datamodule.x_train[:max_images], datamodule.y_train[:max_images]  # None: all
+    x, y = datamodule.x_train, datamodule.y_train
+    if max_images is not None and max_images < len(y):
+        first = torch.arange(max_images)  # an index tensor: streamed image folders (data.imagefolder) take no slices
+        x, y = x[first], y[first]
     loader = InMemoryLoader(x, y, datamodule.eval_batch_size, shuffle=False)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model.eval()
