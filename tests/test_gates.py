@@ -277,3 +277,11 @@ def test_gap_is_eval_mode_train_accuracy_with_a_note_for_older_runs(tmp_path, ca
     assert set(metric_registry.DERIVED) == set(runs.DERIVED)  # the registry knows each derived gap's direction
     out = table(capsys, root, "--metrics", "val_gap")
     assert "| reg=dropout | 2 | 6.00 ± 0.00 |" in out and "| reg=none | 2 | - |" in out  # val_gap: no fallback
+
+
+def test_a_loss_near_zero_that_moves_under_a_thousandth_of_a_nat_has_plateaued():
+    """A net that fits its training set: 0.0020 -> 0.0018 nats is a 10% relative move but 0.0002 nats."""
+    change, _ = plateau_change([0.5] * 16 + [0.0020, 0.0020, 0.0018, 0.0018])
+    assert change == pytest.approx(0.0002 / 0.02)  # relative to the 0.02-nat floor: 1%, under the 5% tolerance
+    change, _ = plateau_change([0.5] * 16 + [0.30, 0.30, 0.27, 0.27])  # a real loss: relative to itself, 10%
+    assert change == pytest.approx(0.1)

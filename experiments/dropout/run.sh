@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
 $PY train.py -m experiment=dropout_cpu 'reg=[l2],[dropout,input_dropout,l2]' seed=0,1,2,3 "$@"
-$PY train.py -m experiment=dropout_cpu 'reg=[max_norm],[dropout,input_dropout,max_norm]' reg.max_norm=2.0 \
+$PY train.py -m experiment=dropout_cpu 'reg=[dropout,input_dropout,max_norm],[max_norm]' reg.max_norm=2.0 \
   seed=0,1,2,3 'hydra.sweep.dir=${paths.log_dir}/multiruns/dropout_cpu_maxnorm' "$@"

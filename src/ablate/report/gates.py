@@ -3,8 +3,10 @@
 Checked on training and validation data only, never test, each on the completed runs of the rows it names:
 
 - ``converged`` (the baseline): each run's train/loss plateaued. From history.csv, the mean train/loss over the last
-  tenth of the epochs (at least 2) against the tenth before: relative change |before - last| / before below the
-  tolerance (default 5%). A run without enough epochs (2 x 2) or without history.csv cannot be checked: failed.
+  tenth of the epochs (at least 2) against the tenth before: relative change |before - last| / max(before, 0.02)
+  below the tolerance (default 5%). The floor: a loss near 0 (a network that fits its training set) moves by a
+  large fraction of itself while changing by under 0.001 nats, which is a plateau. A run without enough epochs
+  (2 x 2) or without history.csv cannot be checked: failed.
 - ``overfits`` (the baseline, for claims about regularization): the mean over its runs of val_gap =
   train/acc_eval - val/acc (the final weights in eval mode) is at least the minimum. A run without train/acc_eval
   (recorded before it existed) cannot be checked: failed.
@@ -73,6 +75,10 @@ def _pct(value: float) -> str:
     return f"{value * 100:.2f}%"
 
 
+# Relative changes are taken against at least this loss (nats): below it, 5% is under 0.001 nats (see the docstring).
+LOSS_FLOOR = 0.02
+
+
 def plateau_change(losses: list[float]) -> tuple[float, int] | str:
     """(relative change of the mean loss, last tenth vs the tenth before; epochs per tenth), or why it cannot be
     measured. A tenth is at least 2 epochs, so a run needs 4 epochs with a finite train/loss."""
@@ -80,9 +86,7 @@ def plateau_change(losses: list[float]) -> tuple[float, int] | str:
     if len(losses) < 2 * k:
         return f"{len(losses)} epochs with a train/loss, needs {2 * MIN_TAIL_EPOCHS}+"
     before, last = statistics.fmean(losses[-2 * k : -k]), statistics.fmean(losses[-k:])
-    if before == 0:
-        return (0.0 if last == 0 else math.inf), k
-    return abs(before - last) / abs(before), k
+    return abs(before - last) / max(abs(before), LOSS_FLOOR), k
 
 
 def converged(row: Row, tolerance: float = CONVERGED_TOLERANCE) -> Gate:
