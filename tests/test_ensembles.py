@@ -182,7 +182,7 @@ def test_members_auto_chooses_on_validation_never_on_test(tmp_path, monkeypatch)
     val[1][2] = torch.tensor([0.45, 0.55])  # m=2 averages [0.725, 0.275] on sample 2
     test = [one_hot([0, 0, 0, 0]), one_hot([1, 1, 0, 0]), torch.tensor([[0.6, 0.4]] * 4)]
     probs = {"val": iter(val), "test": iter(test)}
-    monkeypatch.setattr(ens, "_probabilities", lambda model, module, loader: (next(probs[loader]), targets))
+    monkeypatch.setattr(ens, "eval_probabilities", lambda model, module, loader: (next(probs[loader]), targets))
 
     model = torch.nn.Linear(2, 2)
     collector = SnapshotCollector(tmp_path, cycles=3, members="auto")

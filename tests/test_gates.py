@@ -14,26 +14,13 @@ import pytest
 from ablate.config.rules.table import parse_precondition
 from ablate.errors import ConfigError
 from ablate.report.gates import plateau_change
-from ablate.report.table import main
 from tests.conftest import write_run
+from tests.test_table import error_of, table  # the table command as a user runs it, and its one-line errors
 
 BASE = [0.80, 0.84, 0.78, 0.86, 0.82]  # test/acc of the baseline per seed
 GAIN = [0.0030, 0.0035, 0.0025, 0.0032, 0.0028]  # within-seed gain of the row: a paired "yes"
 FLAT = [0.3 + 0.7 * math.exp(-e / 2) for e in range(20)]  # plateaued: last 2 vs 2 before moves ~0.06%
 FALLING = [1.0 - 0.04 * e for e in range(20)]  # still falling: epochs 16-17 vs 18-19, (0.34 - 0.26) / 0.34 = 23.5%
-
-
-def table(capsys, *args):
-    main([str(a) for a in args])
-    return capsys.readouterr().out
-
-
-def error_of(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
-    return err
 
 
 def gate_lines(out):

@@ -58,9 +58,7 @@ def load_plan(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--plan {path} is not a readable YAML file: {reason}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--plan {path} must be a mapping of option: value; {EXAMPLE}")
-    unknown = [str(k) for k in data if k not in KEYS]
-    if unknown:
-        raise ConfigError(f"--plan {path}: unknown key {', '.join(unknown)}; known keys: {', '.join(KEYS)}")
+    _refuse_unknown(f"--plan {path}", data, KEYS)
     out: dict[str, Any] = {}
     for key, value in data.items():
         where = f"--plan {path}: {key}"
@@ -81,6 +79,12 @@ def load_plan(path: Path) -> dict[str, Any]:
         else:
             out.update(_gates(f"--plan {path}: gates", value))
     return out
+
+
+def _refuse_unknown(where: str, mapping: dict, known: tuple[str, ...]) -> None:
+    unknown = [str(k) for k in mapping if k not in known]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {', '.join(unknown)}; known keys: {', '.join(known)}")
 
 
 def _text(where: str, value: Any) -> str:
@@ -110,9 +114,7 @@ def _gates(where: str, value: Any) -> dict[str, Any]:
     """gates: {converged: true | {tolerance: T}, overfits: {min_gap: G}, preconditions: [text, ...]}"""
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a mapping with keys {', '.join(GATE_KEYS)}; got {value!r}")
-    unknown = [str(k) for k in value if k not in GATE_KEYS]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {', '.join(unknown)}; known keys: {', '.join(GATE_KEYS)}")
+    _refuse_unknown(where, value, GATE_KEYS)
     out: dict[str, Any] = {}
     if "converged" in value:
         out["converged"] = _gate_number(f"{where}.converged", value["converged"], "tolerance", TOLERANCE)

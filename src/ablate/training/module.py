@@ -13,7 +13,7 @@ from ablate.errors import DivergedError
 from ablate.training import configure_optimizers as optimization
 from ablate.training import lightning_fast, mid_epoch
 from ablate.training.module_config import Evaluation, Network, Objective, Stepping
-from ablate.training.scoring import classification_metrics, eval_logits, gather_rows
+from ablate.training.scoring import classification_metrics, eval_logits, gather_rows, pass_agreement
 from ablate.training.step_metrics import ClassificationStats
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -256,14 +256,8 @@ class ClassifierModule(lightning_fast.HookAttrFastPath, L.LightningModule):
         if self._test_single_pass:  # R > 1 passes averaged: also the first pass alone (Graham 2014's "1 test")
             single = torch.cat(self._test_single_pass)
             single = gather_rows(self.all_gather, single) if self.trainer.world_size > 1 else single
-            single_right, averaged_right = single.argmax(dim=1) == targets, probs.argmax(dim=1) == targets
-            metrics["acc_single_pass"] = float(single_right.float().mean())
-            self.test_passes = {
-                "passes": int(self.eval_repeats),
-                "images": int(targets.numel()),
-                "only_averaged_right": int((averaged_right & ~single_right).sum()),
-                "only_single_right": int((single_right & ~averaged_right).sum()),
-            }
+            metrics["acc_single_pass"] = float((single.argmax(dim=1) == targets).float().mean())
+            self.test_passes = {"passes": int(self.eval_repeats), **pass_agreement(single, probs, targets)}
             self._test_single_pass = []
         self.log_dict({"test/loss": loss, **{f"test/{k}": v for k, v in metrics.items()}}, prog_bar=True)
 

@@ -151,6 +151,17 @@ def stochastic_passes(
     return average_probabilities(probs).clamp_min(floor).log(), probs[0]
 
 
+def pass_agreement(single: torch.Tensor, averaged: torch.Tensor, targets: torch.Tensor) -> dict[str, int]:
+    """McNemar's counts for one pass vs the R-pass average on the same images: how many only the average got right,
+    and only the single pass (``test_passes`` in results.json; experiments/fractional_max_pooling/test_passes.py)."""
+    single_right, averaged_right = single.argmax(dim=1) == targets, averaged.argmax(dim=1) == targets
+    return {
+        "images": int(targets.numel()),
+        "only_averaged_right": int((averaged_right & ~single_right).sum()),
+        "only_single_right": int((single_right & ~averaged_right).sum()),
+    }
+
+
 def eval_logits(
     model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, repeats: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -160,6 +171,17 @@ def eval_logits(
     if repeats > 1:
         return stochastic_passes(model, x, repeats)
     return model(x), None
+
+
+def eval_probabilities(
+    model: nn.Module, module: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class probabilities, targets) of ``model``, put in eval mode, over raw ``batches``, scored as the training
+    module's eval step scores: its normalization and its R stochastic passes (``module.eval_repeats``). Used for the
+    averaged models and snapshots, and for the eval-mode pass over the training split (``train/acc_eval``)."""
+    repeats = int(getattr(module, "eval_repeats", 1))
+    model.eval()
+    return predict(lambda x: eval_logits(model, x, repeats)[0], batches, module.normalize)
 
 
 def averaged_log_probs(

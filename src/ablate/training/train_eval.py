@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ablate.data.loader import InMemoryLoader
-from ablate.training.scoring import eval_logits, predict
+from ablate.training.scoring import classification_metrics, eval_probabilities
 
 
 def eval_mode_train_metrics(module: Any, datamodule: Any, max_images: int | None = None) -> dict[str, float]:
@@ -27,21 +26,14 @@ def eval_mode_train_metrics(module: Any, datamodule: Any, max_images: int | None
         # Streamed image folders (data.imagefolder with files decoded per batch) are skipped: a second full pass of
         # JPEG decoding would cost as much as a training epoch; their tables fall back to train/acc (and say so).
         return {}
-    model = module.model
+    model, device = module.model, module.mean.device
     was_training = model.training
-    device = module.mean.device
-    repeats = int(getattr(module, "eval_repeats", 1))
-    x, y = datamodule.x_train, datamodule.y_train
-    if max_images is not None and max_images < len(y):
-        first = torch.arange(max_images)  # an index tensor: streamed image folders (data.imagefolder) take no slices
-        x, y = x[first], y[first]
+    x, y = datamodule.x_train[:max_images], datamodule.y_train[:max_images]  # max_images None: the whole split
     loader = InMemoryLoader(x, y, datamodule.eval_batch_size, shuffle=False)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        model.eval()
         try:
-            probs, targets = predict(lambda x: eval_logits(model, x, repeats)[0], loader, module.normalize)
+            probs, targets = eval_probabilities(model, module, loader)
         finally:
             model.train(was_training)
-    acc = float((probs.argmax(dim=1) == targets).float().mean())
-    nll = float(F.nll_loss(probs.clamp_min(1e-12).log(), targets))
-    return {"train/acc_eval": acc, "train/nll_eval": nll}
+    metrics = classification_metrics(probs, targets, probs.shape[1])
+    return {"train/acc_eval": metrics["acc"], "train/nll_eval": metrics["nll"]}

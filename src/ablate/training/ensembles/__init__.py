@@ -26,7 +26,7 @@ from ablate.optim.schedulers import swa_start_index
 from ablate.training.checkpoint_io import load_verified
 from ablate.training.ensembles.averaging import EMA, SWA, initial_weight_share, planned_updates
 from ablate.training.ensembles.snapshot import SnapshotCollector, snapshot_steps
-from ablate.training.scoring import average_probabilities, classification_metrics, eval_logits, named, predict
+from ablate.training.scoring import average_probabilities, classification_metrics, eval_probabilities, named
 
 __all__ = [
     "AUTO",
@@ -101,12 +101,6 @@ def _full_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> InMemoryL
     return InMemoryLoader(x, y, batch_size, shuffle=False)  # the whole split on every rank, in order
 
 
-def _probabilities(model: nn.Module, module: Any, loader: InMemoryLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    repeats = int(getattr(module, "eval_repeats", 1))
-    model.eval()
-    return predict(lambda x: eval_logits(model, x, repeats)[0], loader, module.normalize)
-
-
 def _splits(datamodule: Any, test: bool) -> dict[str, InMemoryLoader]:
     splits = {}
     if len(datamodule.y_val):
@@ -129,7 +123,7 @@ def _named(metrics: dict[str, Any], stage: str, variant: str, scores: Scores) ->
 def _score(model: nn.Module, module: Any, splits: dict[str, InMemoryLoader], variant: str, n: int) -> Scores:
     scores: Scores = ({}, {})
     for stage, loader in splits.items():
-        probs, targets = _probabilities(model, module, loader)
+        probs, targets = eval_probabilities(model, module, loader)
         _named(classification_metrics(probs, targets, n), stage, variant, scores)
     return scores
 
@@ -204,7 +198,7 @@ def _snapshot_metrics(callback: SnapshotCollector, module: Any, splits: dict[str
         state = load_verified(path, map_location=module.mean.device)  # zip CRCs checked: a damaged file is one line
         model.load_state_dict({key[len("model.") :]: v for key, v in state.items() if key.startswith("model.")})
         for stage, loader in splits.items():
-            p, targets[stage] = _probabilities(model, module, loader)
+            p, targets[stage] = eval_probabilities(model, module, loader)
             probs[stage].append(p)
             metrics[f"{stage}/acc_snapshot{k}"] = classification_metrics(p, targets[stage], n)["acc"]
     for stage in splits:
