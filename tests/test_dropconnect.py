@@ -299,9 +299,9 @@ def test_per_example_expected_output_is_the_dense_layer():
 @pytest.mark.parametrize("chunk_entries", [1, 2 * 6 * 7, 1 << 24])  # one example per chunk, uneven chunks, one chunk
 def test_per_example_gradients_match_autograd_through_explicit_masks(monkeypatch, chunk_entries):
     """The chunked autograd function (bool masks saved, masked weights rebuilt in backward) is exact."""
-    import ablate.layers.dropconnect as dc
+    import ablate.layers.per_example_mask as per_example
 
-    monkeypatch.setattr(dc, "_CHUNK_ENTRIES", chunk_entries)
+    monkeypatch.setattr(per_example, "_CHUNK_ENTRIES", chunk_entries)
     torch.manual_seed(15)
     layer = DropConnectLinear(7, 6, p=0.4, per_sample=True).double().train()
     x = torch.randn(5, 3, 7, dtype=torch.double, requires_grad=True)  # 3 positions per example share its mask

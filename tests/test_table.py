@@ -598,7 +598,7 @@ def test_inconclusive_primary_reports_the_minimum_detectable_effect(tmp_path, ca
 def test_holm_adjustment_matches_a_hand_computation(tmp_path, capsys):
     from scipy.stats import ttest_ind
 
-    from ablate.report.verdicts import holm
+    from ablate.report.significance import holm
 
     # Sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06.
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])

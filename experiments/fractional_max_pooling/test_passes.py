@@ -21,7 +21,7 @@ from pathlib import Path
 from scipy.stats import binomtest, ttest_rel
 
 from ablate.report import build, load_runs
-from ablate.report.verdicts import holm
+from ablate.report.significance import holm
 
 SINGLE, AVERAGED = "test/acc_single_pass", "test/acc"
 

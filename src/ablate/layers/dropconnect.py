@@ -20,85 +20,18 @@ Conventions used throughout this module:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ablate.layers.per_example_mask import PerExampleMaskedLinear, examples_per_chunk
+
 __all__ = ["DropConnectConv2d", "DropConnectLinear"]  # the converter: ablate.layers.dropconnect_convert
 
 Inference = Literal["mean", "sample"]
 Activation = nn.Module | Callable[[Tensor], Tensor] | None
-
-
-# Entries of a (chunk, out, in) float temporary in the per-example paths: 2^24 floats = 64 MiB, so a B = 128 batch of
-# 800 x 800 masks is handled ~26 examples at a time (peak memory ~ masks as bool + one chunk, not B float matrices).
-_CHUNK_ENTRIES = 1 << 24
-
-
-def _chunk(weight_numel: int) -> int:
-    """Examples per chunk for a weight of ``weight_numel`` entries."""
-    return max(1, _CHUNK_ENTRIES // max(1, weight_numel))
-
-
-def _common_dtype(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Both in their promoted dtype: the out= matmuls below are outside autocast's reach, so cast here."""
-    dtype = torch.promote_types(x.dtype, weight.dtype)
-    return x.to(dtype), weight.to(dtype)
-
-
-def _masked_weights(weight: Tensor, mask: Tensor, buf: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``weight * mask`` for a chunk of bool masks, written into a reused buffer: copying the bool mask into a float
-    buffer and multiplying in place is ~2.5x faster on CPU than ``weight * mask`` (bool-float type promotion)."""
-    if buf is None:
-        buf = weight.new_empty(mask.shape)
-    out = buf[: mask.shape[0]]
-    return out.copy_(mask).mul_(weight), buf
-
-
-class _PerExampleMaskedLinear(torch.autograd.Function):
-    """``u[b] = x[b] @ (weight * mask[b]).T * scale`` for every example b, without keeping B float matrices.
-
-    Autograd through ``weight * mask / (1 - p)`` followed by ``bmm`` saves two float (B, out, in) tensors per layer
-    (327 MiB each for B = 128, 800 x 800); this saves the bool mask (1 byte per entry) and rebuilds each chunk's
-    masked weights in backward. No torch op does a per-example masked matmul, hence the hand-written function.
-    Shapes: x (B, T, in), weight (out, in), mask (B, out, in) bool; returns (B, T, out).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, mask: Tensor, scale: float) -> Tensor:
-        ctx.save_for_backward(x, weight, mask)
-        ctx.scale = scale
-        x, weight = _common_dtype(x, weight)  # bf16 activations under autocast meet fp32 weights
-        out = x.new_empty((x.shape[0], x.shape[1], weight.shape[0]))
-        step, buf = _chunk(weight.numel()), None
-        for s in range(0, x.shape[0], step):
-            masked, buf = _masked_weights(weight, mask[s : s + step], buf)  # (c, out, in)
-            torch.bmm(x[s : s + step], masked.transpose(1, 2), out=out[s : s + step])
-        return out.mul_(scale)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        x_in, w_in, mask = ctx.saved_tensors
-        x, weight = _common_dtype(x_in, w_in)
-        grad = grad.to(x.dtype)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.zeros_like(weight) if need_w else None
-        step, buf = _chunk(weight.numel()), None
-        for s in range(0, x.shape[0], step):
-            g, m = grad[s : s + step], mask[s : s + step]
-            if grad_x is not None:
-                masked, buf = _masked_weights(weight, m, buf)
-                torch.bmm(g, masked, out=grad_x[s : s + step])
-            if grad_w is not None:  # sum_b mask[b] * (g[b].T @ x[b])
-                grad_w += (torch.bmm(g.transpose(1, 2), x[s : s + step]) * m).sum(0)
-        if grad_x is not None:
-            grad_x = grad_x.mul_(ctx.scale).to(x_in.dtype)
-        if grad_w is not None:
-            grad_w = grad_w.mul_(ctx.scale).to(w_in.dtype)
-        return grad_x, grad_w, None, None
 
 
 def _check_p(p: float) -> float:
@@ -144,7 +77,7 @@ class _DropConnectMixin:
                 1.0 - self.p
             )
         mask = torch.empty((batch_size, *self.weight.shape), device=self.weight.device, dtype=torch.bool)
-        step = _chunk(self.weight.numel())
+        step = examples_per_chunk(self.weight.numel())
         uniform = torch.empty((min(step, batch_size), *self.weight.shape), device=mask.device, dtype=self.weight.dtype)
         for start in range(0, batch_size, step):
             part = mask[start : start + step]
@@ -192,7 +125,7 @@ class DropConnectLinear(_DropConnectMixin, nn.Linear):
         per_sample: ``False`` draws one mask per forward call, shared by the mini-batch (cheap: one masked
             matmul). ``True`` draws an independent mask for every sample along dim 0, as in the paper (and the
             authors' code): ``(B, out, in)`` bool masks and a batched matmul per chunk of samples
-            (:class:`_PerExampleMaskedLinear`); ~80x the per-batch step on CPU for 784-800-800-10 at B = 128
+            (:class:`PerExampleMaskedLinear`); ~80x the per-batch step on CPU for 784-800-800-10 at B = 128
             (experiments/dropconnect/README.md). Extra dims between the batch and feature dims share their
             sample's mask.
         inference: ``"mean"`` (deterministic mean-field: ``a(W v + b)``) or ``"sample"`` (the paper's
@@ -227,7 +160,7 @@ class DropConnectLinear(_DropConnectMixin, nn.Linear):
         b = xb.shape[0]
         mask = self.sample_mask(b)  # (B, out, in) bool
         x3 = xb.reshape(b, -1, self.in_features)
-        u = _PerExampleMaskedLinear.apply(x3, self.weight, mask, 1.0 / (1.0 - self.p))
+        u = PerExampleMaskedLinear.apply(x3, self.weight, mask, 1.0 / (1.0 - self.p))
         u = u.reshape(*xb.shape[:-1], self.out_features)
         if self.bias is not None:
             u = u + self.bias

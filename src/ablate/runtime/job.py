@@ -38,6 +38,7 @@ from ablate.runtime.loggers import log_final_hparams
 from ablate.runtime.profiling import NullProfiler
 from ablate.runtime.results import RunRecord
 from ablate.runtime.rundir import check_folder
+from ablate.runtime.sweep_continue import completed_before
 from ablate.runtime.sweep_objective import check_objective, divide_threads, objective
 from ablate.training import lightning_fast
 from ablate.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
@@ -181,7 +182,7 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
             return None
         sys.exit(err.exit_code)
     check_folder(output_dir, "run folder")
-    if multirun and is_rank_zero and (earlier := _earlier_job(output_dir, overrides)) is not None:
+    if multirun and is_rank_zero and (earlier := completed_before(output_dir, overrides)) is not None:
         return objective(cfg, earlier.get("metrics") or {})  # completed before: skipped, its folder untouched
     record, ckpt_path = _open_record(cfg, overrides, output_dir, is_rank_zero)
     if is_rank_zero:
@@ -217,22 +218,6 @@ def _main(cfg: DictConfig, overrides: list[str], multirun: bool) -> float | None
         record.finish("completed")
         outcome.print_summary(summary, output_dir, overrides if multirun else None)
     return objective(cfg, summary["metrics"])
-
-
-def _earlier_job(output_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
-    """A sweep run again into its folder (ablate.runtime.sweep_continue): the earlier record of a job that completed
-    (said in its one line), else None; a folder holding another job is a one-line error (exit 2)."""
-    from ablate.runtime.sweep_continue import check_job_folder
-    from ablate.runtime.sweep_recap import job_line
-
-    try:
-        earlier = check_job_folder(output_dir, overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    if earlier is not None:
-        print(job_line(overrides, f"skipped: completed before ({output_dir / 'results.json'})"), flush=True)
-    return earlier
 
 
 def _open_record(

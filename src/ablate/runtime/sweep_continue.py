@@ -153,3 +153,18 @@ def check_job_folder(output_dir: Path, overrides: list[str]) -> dict[str, Any] |
         aside = _set_aside(output_dir, status)
         print(f"job {output_dir.name}: {status} before, running it again (earlier attempt in {aside})", flush=True)
     return None  # interrupted: ablate.runtime.resume.plan continues it in place from its last.ckpt
+
+
+def completed_before(output_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """For train.py in a sweep run again into its folder: the earlier record of a job that completed (said in its one
+    line; the job is skipped), else None; a folder holding another job is a one-line error (exit 2)."""
+    from ablate.runtime.sweep_recap import job_line  # the recap imports this module
+
+    try:
+        earlier = check_job_folder(output_dir, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    if earlier is not None:
+        print(job_line(overrides, f"skipped: completed before ({output_dir / 'results.json'})"), flush=True)
+    return earlier
