@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchmetrics.functional as tmf
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.models import MLP, ConvNet, ResNet
+from ablate.models import MLP, ConvNet, PreResNet, ResNet
 from ablate.models.activations import Maxout
 from ablate.optim import param_groups
 from ablate.training.step_metrics import ClassificationStats
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])
-@pytest.mark.parametrize("factory", [MLP, ConvNet, ResNet])
+@pytest.mark.parametrize("factory", [MLP, ConvNet, ResNet, PreResNet])
 def test_any_model_fits_any_input(factory, shape):
     model = factory(input_shape=shape, num_classes=7)
     assert model(torch.rand(4, *shape)).shape == (4, 7)
@@ -34,6 +36,51 @@ def test_cifar_resnet_sizes_match_he_et_al(depth, params_k):
 def test_resnet_rejects_depth_that_is_not_6n_plus_2():
     with pytest.raises(ConfigError, match="6n\\+2"):
         ResNet(input_shape=(3, 32, 32), num_classes=10, depth=21)
+
+
+@pytest.mark.parametrize(("depth", "blocks", "params_k"), [(164, 54, 1700), (110, 36, None), (20, 9, 270)])
+def test_preresnet_is_the_swa_papers_network(depth, blocks, params_k):
+    """PreResNet as the SWA authors' code builds it: bottleneck blocks (9n+2) from depth 44, basic (6n+2) below.
+    Parameters where a paper gives them: PreResNet-164 1.7 M (He et al. 2016b), ResNet-20 0.27 M (He et al. 2016a)."""
+    model = PreResNet(input_shape=(3, 32, 32), num_classes=10, depth=depth)
+    assert len(model.blocks) == blocks
+    branch_convs = sum(isinstance(m, nn.Conv2d) for block in model.blocks for m in block.branch.modules())
+    assert 1 + branch_convs + 1 == depth  # the stem, the branches, the classifier; projection shortcuts not counted
+    if params_k is not None:
+        assert sum(p.numel() for p in model.parameters()) / 1000 == pytest.approx(params_k, rel=0.01)
+
+
+def test_preresnet_blocks_are_pre_activation_with_identity_shortcuts():
+    """Each branch opens with BN and the activation and nothing follows the addition: a block whose branch outputs 0
+    passes its input through unchanged (the post-activation ResNet would apply its relu)."""
+    model = PreResNet(input_shape=(3, 32, 32), num_classes=10, depth=20).eval()
+    block = model.blocks[1]  # same shape in and out: identity shortcut
+    assert isinstance(block.branch[0], nn.BatchNorm2d) and isinstance(block.branch[1], nn.ReLU)
+    nn.init.zeros_(block.branch[-1].weight)
+    x = torch.randn(2, 16, 8, 8)  # negative entries survive: no relu after the sum
+    assert torch.equal(block(x), x)
+    first_of_stage = model.blocks[3]
+    assert isinstance(first_of_stage.shortcut, nn.Conv2d) and first_of_stage.shortcut.stride == (2, 2)
+
+
+def test_deep_preresnet_starts_near_uniform_where_the_post_activation_resnet_does_not():
+    """Why model=preresnet exists (experiment=swa): at depth 164 the post-activation ResNet's initial loss is far above
+    ln 10, and SGD at the paper's lr 0.1 blew up from there; the pre-activation net starts near ln 10."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    losses = {}
+    for factory in (PreResNet, ResNet):
+        torch.manual_seed(1)
+        model = factory(input_shape=(3, 32, 32), num_classes=10, depth=164).train()
+        with torch.no_grad():
+            losses[factory.__name__] = nn.functional.cross_entropy(model(x), y).item()
+    assert abs(losses["PreResNet"] - math.log(10)) < 0.3
+    assert losses["ResNet"] > math.log(10) + 0.8, losses
+
+
+def test_preresnet_rejects_depths_of_neither_form():
+    with pytest.raises(ConfigError, match="9n\\+2"):
+        PreResNet(input_shape=(3, 32, 32), num_classes=10, depth=50)  # 6n+2 but >= 44: needs 9n+2
 
 
 def test_maxout_takes_max_over_pieces():

@@ -39,6 +39,7 @@ def test_every_scheduler_trains(make_cfg, scheduler):
         "mlp",
         "convnet",
         "resnet",
+        "preresnet model.depth=20",
         "mlp model.activation=maxout model.batchnorm=true",
         "convnet model.downsample=maxpool",
     ],

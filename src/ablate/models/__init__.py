@@ -3,7 +3,8 @@
 from ablate.models.convnet import ConvNet
 from ablate.models.fmpnet import FMPNet
 from ablate.models.mlp import MLP
+from ablate.models.preresnet import PreResNet
 from ablate.models.resnet import ResNet
 from ablate.models.transfer import TransferNet
 
-__all__ = ["MLP", "ConvNet", "FMPNet", "ResNet", "TransferNet"]
+__all__ = ["MLP", "ConvNet", "FMPNet", "PreResNet", "ResNet", "TransferNet"]
