@@ -81,6 +81,31 @@ def test_experiment_config_composes(tmp_path, name):
     assert cfg.trainer.max_epochs >= 1
 
 
+# The network of each paper's two scales. A CPU config inherits from its paper config (defaults: [<name>]), so a change
+# to one can silently change the other; it happened: experiment=swa moved to PreResNet-164 and swa_cpu, whose results
+# are ResNet-20's, became PreResNet-20 mid-sweep.
+NETWORKS = {
+    "adam": ("MLP", 2),
+    "dropconnect": ("MLP", 2),
+    "dropout": ("MLP", 2),
+    "fractional_max_pooling": ("FMPNet", None),
+    "random_vs_grid": ("MLP", 2),
+    "snapshot_ensembles": ("ResNet", 110),
+    "snapshot_ensembles_cpu": ("ResNet", 8),
+    "stochastic_depth": ("ResNet", 110),
+    "stochastic_depth_cpu": ("ResNet", 56),
+    "swa": ("PreResNet", 164),
+    "swa_cpu": ("ResNet", 20),
+}
+
+
+@pytest.mark.parametrize("name", sorted({*NETWORKS, *(f"{n}_cpu" for n in NETWORKS if "_cpu" not in n)}))
+def test_each_experiment_builds_its_documented_network(tmp_path, name):
+    model = compose_config([f"experiment={name}"], tmp_path, fast=False).model
+    expected = NETWORKS.get(name) or NETWORKS[name.removesuffix("_cpu")]
+    assert (model._target_.rsplit(".", 1)[-1], model.get("depth")) == expected
+
+
 # Sweeps whose other setting takes another code path (the plain step schedule / SGD baseline): run that one too.
 CASES = [(name, SWEEP_SETTING.get(name, [])) for name in CPU_SCALE]
 CASES += [(name, []) for name in ("snapshot_ensembles_cpu", "swa_cpu") if name in CPU_SCALE]
