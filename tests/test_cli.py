@@ -16,7 +16,7 @@ def test_help_lists_groups_and_options(tmp_path):
         "step, swa, warmup_cosine",
         "ensemble: ema, nocycle, none, snapshot, swa",
         "data: cifar10, cifar100, digits, fashion_mnist, imagefolder, mnist, synthetic",
-        "model: convnet, fmpnet, mlp, resnet, transfer",
+        "model: convnet, fmpnet, mlp, preresnet, resnet, transfer",
         "init: default, he_normal, he_uniform, orthogonal, xavier_normal, xavier_uniform",
     ):
         assert line in out
