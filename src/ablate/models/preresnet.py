@@ -29,7 +29,7 @@ class PreActBlock(nn.Module):
 
     def __init__(self, in_ch: int, width: int, stride: int, activation: str, bottleneck: bool) -> None:
         super().__init__()
-        out_ch = width * EXPANSION if bottleneck else width
+        out_ch = self.out_ch = width * EXPANSION if bottleneck else width
         if bottleneck:
             kernels = [(in_ch, width, 1, 1), (width, width, 3, stride), (width, out_ch, 1, 1)]
         else:
@@ -70,9 +70,8 @@ class PreResNet(nn.Module):
         blocks, in_ch = [], width
         for stage, inner in enumerate((width, 2 * width, 4 * width)):
             for i in range(n):
-                block = PreActBlock(in_ch, inner, 2 if stage > 0 and i == 0 else 1, activation, bottleneck)
-                blocks.append(block)
-                in_ch = inner * EXPANSION if bottleneck else inner
+                blocks.append(PreActBlock(in_ch, inner, 2 if stage > 0 and i == 0 else 1, activation, bottleneck))
+                in_ch = blocks[-1].out_ch
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(
             nn.BatchNorm2d(in_ch),

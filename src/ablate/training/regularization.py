@@ -23,13 +23,14 @@ from ablate.errors import ConfigError
 from ablate.layers import add_gradient_noise_, apply_max_norm_, convert_to_dropconnect, gradient_noise_std
 from ablate.layers.kinds import BATCH_NORMS
 
+_STOCHASTIC_DEPTH_MODELS = "a residual model: resnet (preresnet has no stochastic depth)"
 # reg knob -> (model constructor argument, value that means "off", models that accept it)
 MODEL_KNOBS: dict[str, tuple[str, Any, str]] = {
     "dropout": ("dropout", 0.0, "mlp, convnet, fmpnet"),
     "input_dropout": ("input_dropout", 0.0, "mlp"),
     "spatial_dropout": ("spatial_dropout", 0.0, "convnet"),
-    "stochastic_depth": ("stochastic_depth", 1.0, "a residual model: resnet"),
-    "stochastic_depth_mode": ("stochastic_depth_mode", "row", "a residual model: resnet"),
+    "stochastic_depth": ("stochastic_depth", 1.0, _STOCHASTIC_DEPTH_MODELS),
+    "stochastic_depth_mode": ("stochastic_depth_mode", "row", _STOCHASTIC_DEPTH_MODELS),
     "batchnorm": ("batchnorm", None, "mlp, convnet, resnet"),
 }
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
