@@ -81,7 +81,6 @@ def test_experiment_config_composes(tmp_path, name):
     assert cfg.trainer.max_epochs >= 1
 
 
-
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_aug_none_on_an_experiment_clears_its_augmentation(tmp_path, name):
     # An experiment's augmentation lives in an aug option file (`override /aug: flip_crop4`), not in aug keys of its
@@ -94,6 +93,7 @@ def test_paper_experiments_use_the_cifar_augmentation_option(tmp_path):
     for name in ("snapshot_ensembles", "stochastic_depth", "swa"):
         aug = compose_config([f"experiment={name}"], tmp_path, fast=False).aug
         assert (aug.flip, aug.crop_padding) == (0.5, 4), name
+
 
 # The network of each paper's two scales. A CPU config inherits from its paper config (defaults: [<name>]), so a change
 # to one can silently change the other; it happened: experiment=swa moved to PreResNet-164 and swa_cpu, whose results

@@ -6,6 +6,7 @@ plan's value. An unknown key is a ConfigError naming the known ones.
     baseline: ensemble=none
     baseline_metric: test/acc
     row_metric: {ensemble=swa: test/acc_swa}     # or a list of "SETTING:METRIC"
+    secondary_metric: [test/nll, test/ece]       # each row on its own variant (test/nll_swa), Holm with the rows
     primary: ensemble=swa
     expected_effect: 0.003                       # raw units: accuracies as fractions
     margin: 0.001
@@ -39,7 +40,7 @@ from ablate.errors import ConfigError
 
 TEXT_KEYS = ("baseline", "baseline_metric", "primary")
 NUMBER_KEYS = {"alpha": ALPHA, "expected_effect": EXPECTED_EFFECT, "margin": MARGIN}
-LIST_KEYS = ("metrics", "over", "row_metric")
+LIST_KEYS = ("metrics", "over", "row_metric", "secondary_metric")
 KEYS = (*TEXT_KEYS, *NUMBER_KEYS, *LIST_KEYS, "reference", "gates")
 GATE_KEYS = ("converged", "overfits", "preconditions")
 EXAMPLE = "e.g. `primary: ensemble=swa`; see python -m ablate.table --help"
@@ -66,7 +67,7 @@ def load_plan(path: Path) -> dict[str, Any]:
             out[key] = _text(where, value)
         elif key in NUMBER_KEYS:
             out[key] = _number(where, value, NUMBER_KEYS[key])
-        elif key == "metrics":
+        elif key in ("metrics", "secondary_metric"):
             out[key] = [_text(where, v) for v in _as_list(where, value)]
         elif key == "over":
             out[key] = ",".join(_text(where, v) for v in _as_list(where, value))

@@ -2,7 +2,8 @@
 
     python -m ablate.table logs/multiruns/<dir> [<dir> ...] [--metrics train/acc test/acc gap] [--format md|csv|latex]
         [--over seed,fold] [--baseline "reg=none"] [--baseline-metric test/acc] [--alpha 0.05]
-        [--row-metric "ensemble=swa:test/acc_swa" ...] [--primary SETTING --expected-effect X --margin M]
+        [--row-metric "ensemble=swa:test/acc_swa" ...] [--secondary-metric test/nll ...]
+        [--primary SETTING --expected-effect X --margin M]
         [--converged [TOL]] [--overfits MIN] [--precondition SPEC ...] [--plan experiments/<name>/plan.yaml]
         [--reference experiments/<name>/reference.yaml] [--plot bars.png] [--curves curves.png] [--out table.md]
 
@@ -39,6 +40,11 @@ an ensemble or weight average is judged by its own accuracy, e.g. ``--baseline e
 "ensemble=swa:test/acc_swa"`` (the SWA average vs plain SGD); the verdict names the metric it tested. The baseline
 may come from another folder: ``python -m ablate.table <plain sweep> <swa sweep> --baseline ensemble=none
 --row-metric "ensemble=swa:test/acc_swa"``.
+--secondary-metric METRIC (repeatable, with --baseline): every tested row against its baseline on METRIC too
+(calibration beside accuracy: test/nll, test/ece), each row on its own variant: a row judged by
+``--row-metric ensemble=swa:test/acc_swa`` against the baseline's test/acc is judged on test/nll by test/nll_swa. Paired
+by seed where the rows share seeds, else Welch; Holm-corrected in one family with the rows' own tests (so their
+"p (Holm)" column grows with it), better / worse only when the adjusted p < --alpha. One line per test under the table.
 
 Gates (experiments/README.md "Verdict rule", step 0; ablate.report.gates): can these runs test the claim at all?
 Checked on training and validation data only, never test; one line each under the table (rows checked, measured
@@ -139,6 +145,8 @@ def run(args: argparse.Namespace) -> str:
 
         verdict = primary(rows, args.primary, args.expected_effect, args.margin, args.alpha, over)
     notes, gates = _notes(rows, metrics, gate_spec, find_row(rows, args.primary) if args.primary else None)
+    if args.baseline and args.secondary_metric:
+        notes += _secondary(rows, args, key_metric, over)
     failures = [g.failure for g in gates if not g.passed]
     if verdict is not None and failures:
         verdict.fail_gates(failures)
@@ -191,6 +199,18 @@ def _notes(rows: list[Any], metrics: list[str], gate_spec: Any, primary_row: Any
         notes += [*([""] if notes else []), "Gates (training and validation data only):", ""]
         notes += [g.line() for g in gates]
     return notes, gates
+
+
+def _secondary(rows: list[Any], args: argparse.Namespace, key_metric: str, over: tuple[str, ...]) -> list[str]:
+    """--secondary-metric: the tests, Holm-corrected in one family with the rows' own tests (the primary row's
+    key-metric test stays out of it, as in the verdict rule); their lines under the table."""
+    from ablate.report.secondary import notes, secondary_tests
+    from ablate.report.stats import find_row
+    from ablate.report.verdicts import apply_holm
+
+    tests, missing = secondary_tests(rows, args.secondary_metric, key_metric, over)
+    family = apply_holm(rows, args.alpha, find_row(rows, args.primary) if args.primary else None, tests)
+    return notes(tests, missing, family)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -54,6 +54,14 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="test this setting's METRIC against the baseline's metric (repeatable), e.g. 'ensemble=swa:test/acc_swa'",
     )
     p.add_argument(
+        "--secondary-metric",
+        action="append",
+        default=[],
+        metavar="METRIC",
+        help="also test every row against its baseline on METRIC (repeatable), each row on its --row-metric variant "
+        "(ensemble=swa: test/nll -> test/nll_swa), Holm-corrected with the rows' tests, e.g. test/nll",
+    )
+    p.add_argument(
         "--alpha",
         type=number_arg(*ALPHA),
         help="significance level of the t-test (default 0.05)",

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ablate.errors import ConfigError
 from ablate.report.runs import Run, matches_over, normalize, override_key
 from ablate.report.significance import holm, mde, paired_t, welch
 from ablate.report.stats import Row, find_row, is_accuracy, lower_is_better
+
+if TYPE_CHECKING:
+    from ablate.report.secondary import SecondaryTest
 
 
 def baselines_for(rows: list[Row], baseline: str) -> dict[int, Row]:
@@ -78,7 +83,7 @@ def compare(
         base_metric = chosen.get(id(base), metric)
         base_values = base.stats[base_metric]
         stat = row.stats[row.compared]
-        a, b = _values(row, row.compared, over), _values(base, base_metric, over)
+        a, b = paired_values(row, row.compared, over), paired_values(base, base_metric, over)
         paired = bool(a) and set(a) == set(b) and len(a) > 1
         row.t, row.p = (
             paired_t([a[k] for k in sorted(a)], [b[k] for k in sorted(a)])
@@ -95,13 +100,19 @@ def compare(
     return list({id(b): b for b in bases.values()}.values())
 
 
-def apply_holm(rows: list[Row], alpha: float, exclude: Row | None = None) -> None:
-    """Holm over every tested row but ``exclude`` (the primary comparison, tested on its own); better / worse only
-    when the adjusted p < alpha, else n.s."""
+def apply_holm(rows: list[Row], alpha: float, exclude: Row | None = None, extra: Sequence[SecondaryTest] = ()) -> int:
+    """Holm over every tested row but ``exclude`` (the primary comparison, tested on its own) and the ``extra``
+    secondary-metric tests (ablate.report.secondary); better / worse only when the adjusted p < alpha, else n.s.
+    Returns the size of the family."""
     family = [r for r in rows if r is not exclude and r.base is not None and r.base is not r and r.test]
-    for row, p_adj in zip(family, holm([r.p for r in family]), strict=True):
+    adjusted = holm([r.p for r in family] + [s.p for s in extra])
+    for row, p_adj in zip(family, adjusted, strict=False):
         row.p_holm = p_adj
         row.verdict = _direction(row) if p_adj < alpha else "n.s."
+    for test, p_adj in zip(extra, adjusted[len(family) :], strict=True):
+        test.p_holm = p_adj
+        test.verdict = ("better" if test.better_direction else "worse") if p_adj < alpha else "n.s."
+    return len(adjusted)
 
 
 def _direction(row: Row) -> str:
@@ -156,7 +167,7 @@ class Primary:
         return -self.expected if lower_is_better(self.metric) else self.expected
 
 
-def _values(row: Row, metric: str, over: tuple[str, ...]) -> dict[tuple, float]:
+def paired_values(row: Row, metric: str, over: tuple[str, ...] = ("seed",)) -> dict[tuple, float]:
     """Completed runs' finite values keyed by their pooled keys (``seed`` from results.json, other --over keys from
     the overrides); an empty dict when two runs share a key or a run has no seed (then nothing is paired)."""
     out: dict[tuple, float] = {}
@@ -202,7 +213,7 @@ def primary(
     base = row.base
     if base is None or base is row:
         raise ConfigError(f"--primary {setting} has no baseline row to be compared with (it is one, or has none)")
-    a, b = _values(row, row.compared, over), _values(base, base.compared, over)
+    a, b = paired_values(row, row.compared, over), paired_values(base, base.compared, over)
     if a and set(a) == set(b) and len(a) > 1:
         diffs = [a[k] - b[k] for k in sorted(a)]
         test, n = "paired t", f"{len(diffs)} pairs"

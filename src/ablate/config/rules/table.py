@@ -94,6 +94,10 @@ def check_table_args(args: argparse.Namespace) -> dict[str, str]:
     row_metrics = _row_metrics(args.row_metric)
     if row_metrics and not args.baseline:
         raise ConfigError("--row-metric needs --baseline (it names what each row is tested with against the baseline)")
+    for metric in getattr(args, "secondary_metric", None) or []:
+        _check_metric("--secondary-metric", metric)
+    if getattr(args, "secondary_metric", None) and not args.baseline:
+        raise ConfigError("--secondary-metric needs --baseline (each row is tested against its baseline on it)")
     if args.baseline:
         _check_setting("--baseline", args.baseline)
     for setting in row_metrics:
