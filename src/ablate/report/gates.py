@@ -6,7 +6,10 @@ Checked on training and validation data only, never test, each on the completed 
   tenth of the epochs (at least 2) against the tenth before: relative change |before - last| / max(before, 0.02)
   below the tolerance (default 5%). The floor: a loss near 0 (a network that fits its training set) moves by a
   large fraction of itself while changing by under 0.001 nats, which is a plateau. A run without enough epochs
-  (2 x 2) or without history.csv cannot be checked: failed.
+  (2 x 2) or without history.csv cannot be checked: failed. With ``window: final_lr`` the two halves of the final
+  constant-learning-rate phase are compared instead (history.csv's lr column: the trailing epochs at the last epoch's
+  lr), for schedules that decay until near the end (the SWA paper's SGD decays until 90% of the budget, so the last
+  two tenths straddle the end of the decay); a final phase under 4 epochs cannot be checked.
 - ``overfits`` (the baseline, for claims about regularization): the mean over its runs of val_gap =
   train/acc_eval - val/acc (the final weights in eval mode) is at least the minimum. A run without train/acc_eval
   (recorded before it existed) cannot be checked: failed.
@@ -45,6 +48,7 @@ class GateSpec:
     converged: float | None = None  # tolerance on the relative change of train/loss; None: not checked
     overfits: float | None = None  # minimum mean val_gap of the baseline; None: not checked
     preconditions: list[Precondition] = field(default_factory=list)
+    converged_window: str = "tenths"  # tenths | final_lr (see plateau_change, final_lr_change)
 
     def __bool__(self) -> bool:
         return self.converged is not None or self.overfits is not None or bool(self.preconditions)
@@ -89,13 +93,43 @@ def plateau_change(losses: list[float]) -> tuple[float, int] | str:
     return abs(before - last) / max(abs(before), LOSS_FLOOR), k
 
 
-def converged(row: Row, tolerance: float = CONVERGED_TOLERANCE) -> Gate:
-    """The baseline's train/loss plateaued in every completed run (history.csv)."""
+def final_lr_change(losses: list[float], lrs: list[float]) -> tuple[float, int] | str:
+    """(relative change of the mean loss, second half of the final constant-lr phase vs the first; epochs per half),
+    or why it cannot be measured. The phase: the trailing epochs whose lr equals the last epoch's."""
+    phase = 0
+    for lr in reversed(lrs):
+        if not math.isclose(lr, lrs[-1], rel_tol=1e-6, abs_tol=1e-12):
+            break
+        phase += 1
+    k = phase // 2
+    if k < MIN_TAIL_EPOCHS:
+        return f"final constant-lr phase of {phase} epoch{'s' * (phase != 1)}, needs {2 * MIN_TAIL_EPOCHS}+"
+    before, last = statistics.fmean(losses[-2 * k : -k]), statistics.fmean(losses[-k:])
+    return abs(before - last) / max(abs(before), LOSS_FLOOR), k
+
+
+WINDOWS = {
+    "tenths": "last {k} epochs vs the {k} before",
+    "final_lr": "the final constant-lr phase, last {k} epochs vs the {k} before",
+}
+
+
+def converged(row: Row, tolerance: float = CONVERGED_TOLERANCE, window: str = "tenths") -> Gate:
+    """The baseline's train/loss plateaued in every completed run (history.csv), over the ``window`` (WINDOWS)."""
+    if window not in WINDOWS:
+        raise ConfigError(f"unknown converged window {window!r}; known: {', '.join(WINDOWS)}")
     changes, problems, tenths = [], [], set()
     for run in _completed(row):
         history = read_history(run)
-        losses = [h["train/loss"] for h in history if math.isfinite(h.get("train/loss", math.nan))]
-        measured = plateau_change(losses) if history else "no history.csv"
+        kept = [h for h in history if math.isfinite(h.get("train/loss", math.nan))]
+        losses = [h["train/loss"] for h in kept]
+        if not history:
+            measured = "no history.csv"
+        elif window == "final_lr":
+            lrs = [h.get("lr", math.nan) for h in kept]
+            measured = final_lr_change(losses, lrs) if all(map(math.isfinite, lrs)) else "no lr in history.csv"
+        else:
+            measured = plateau_change(losses)
         if isinstance(measured, str):
             problems.append(f"{run.run_dir.name}: {measured}")
             continue
@@ -104,7 +138,7 @@ def converged(row: Row, tolerance: float = CONVERGED_TOLERANCE) -> Gate:
     if not changes and not problems:
         problems.append("no completed run")
     span = "/".join(map(str, sorted(tenths))) or "?"
-    measured = f"train/loss change, last {span} epochs vs the {span} before: "
+    measured = f"train/loss change, {WINDOWS[window].format(k=span)}: "
     measured += ", ".join(_pct(c) for c in changes) or "-"
     measured += f" (< {_pct(tolerance)} required)"
     if problems:
@@ -205,7 +239,7 @@ def check_gates(rows: list[Row], spec: GateSpec, primary: Row | None = None) -> 
         bases = [primary.base] if primary is not None else [r for r in rows if r.base is r]
         for base in bases:
             if spec.converged is not None:
-                gates.append(converged(base, spec.converged))
+                gates.append(converged(base, spec.converged, spec.converged_window))
             if spec.overfits is not None:
                 gates.append(overfits(base, spec.overfits))
     for pre in spec.preconditions:

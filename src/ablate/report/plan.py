@@ -12,7 +12,8 @@ plan's value. An unknown key is a ConfigError naming the known ones.
     margin: 0.001
     over: seed                                   # or a list of keys
     gates:
-      converged: {tolerance: 0.05}               # or `true` for the default tolerance
+      converged: {tolerance: 0.05}               # or `true` for the default tolerance; `window: final_lr` compares
+                                                 # the halves of the final constant-lr phase (default: tenths)
       overfits: {min_gap: 0.02}
       preconditions:
         - "ensemble=swa: min(val/acc_swa) >= 0.5"
@@ -43,6 +44,7 @@ NUMBER_KEYS = {"alpha": ALPHA, "expected_effect": EXPECTED_EFFECT, "margin": MAR
 LIST_KEYS = ("metrics", "over", "row_metric", "secondary_metric")
 KEYS = (*TEXT_KEYS, *NUMBER_KEYS, *LIST_KEYS, "reference", "gates")
 GATE_KEYS = ("converged", "overfits", "preconditions")
+CONVERGED_WINDOWS = ("tenths", "final_lr")  # ablate.report.gates.WINDOWS
 EXAMPLE = "e.g. `primary: ensemble=swa`; see python -m ablate.table --help"
 
 
@@ -112,13 +114,22 @@ def _number(where: str, value: Any, spec: tuple) -> float:
 
 
 def _gates(where: str, value: Any) -> dict[str, Any]:
-    """gates: {converged: true | {tolerance: T}, overfits: {min_gap: G}, preconditions: [text, ...]}"""
+    """gates: {converged: true | {tolerance: T[, window: W]}, overfits: {min_gap: G}, preconditions: [text, ...]}"""
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a mapping with keys {', '.join(GATE_KEYS)}; got {value!r}")
     _refuse_unknown(where, value, GATE_KEYS)
     out: dict[str, Any] = {}
     if "converged" in value:
-        out["converged"] = _gate_number(f"{where}.converged", value["converged"], "tolerance", TOLERANCE)
+        converged = value["converged"]
+        if isinstance(converged, dict) and "window" in converged:
+            converged = dict(converged)
+            window = converged.pop("window")
+            if window not in CONVERGED_WINDOWS:
+                known = ", ".join(CONVERGED_WINDOWS)
+                raise ConfigError(f"{where}.converged.window must be one of {known}, got {window!r}")
+            out["converged_window"] = window
+            converged = converged or True  # {window: final_lr} alone: the default tolerance
+        out["converged"] = _gate_number(f"{where}.converged", converged, "tolerance", TOLERANCE)
     if "overfits" in value:
         out["overfits"] = _gate_number(f"{where}.overfits", value["overfits"], "min_gap", MIN_GAP)
     if "preconditions" in value:

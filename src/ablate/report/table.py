@@ -51,7 +51,9 @@ Checked on training and validation data only, never test; one line each under th
 values, pass / FAIL). A failed gate replaces the primary verdict: "Verdict: gate failed (why)", CSV's verdict
 column ``gate failed``. --converged [TOL]: every baseline run's train/loss (history.csv) moved less than TOL (default
 0.05 = 5%) between the last tenth of its epochs (2 at least) and the tenth before; fewer than 4 epochs or no
-history.csv cannot be checked, which fails. --overfits MIN (claims about regularization): the baseline's mean
+history.csv cannot be checked, which fails. --converged-window final_lr compares the two halves of the final
+constant-lr phase instead (history.csv's lr; for schedules that decay until near the end, as the SWA paper's SGD).
+--overfits MIN (claims about regularization): the baseline's mean
 train/acc_eval - val/acc >= MIN (0.02 = 2 points). --precondition 'SETTING: FUNCTION(GLOB) OP X' (repeatable): per
 completed run of the rows with SETTING, FUNCTION (spread = max - min, mean, min, max) over its results.json metrics
 matching the val/ or train/ glob, compared by OP (<=, <, >=, >) with X in raw units, e.g. the snapshot paper's
@@ -66,7 +68,7 @@ matching the val/ or train/ glob, compared by OP (<=, <, >=, >) with X in raw un
     row_metric: {ensemble=swa: test/acc_swa}
     expected_effect: 0.003
     margin: 0.001
-    gates: {converged: {tolerance: 0.05}, overfits: {min_gap: 0.02}, preconditions: ["SETTING: ..."]}
+    gates: {converged: {tolerance: 0.05, window: final_lr}, overfits: {min_gap: 0.02}, preconditions: ["SETTING: ..."]}
 Also: metrics, baseline_metric, over, alpha, reference.
 
 --reference: a YAML file of a paper's numbers, joined by setting, with a difference column (ours - paper):
@@ -108,7 +110,8 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, Any]
 
     apply_plan(args, DEFAULTS)
     row_metrics = check_table_args(args)
-    gates = GateSpec(args.converged, args.overfits, [parse_precondition(t) for t in args.precondition])
+    preconditions = [parse_precondition(t) for t in args.precondition]
+    gates = GateSpec(args.converged, args.overfits, preconditions, args.converged_window or "tenths")
     return row_metrics, load_reference(args.reference) if args.reference else None, gates
 
 

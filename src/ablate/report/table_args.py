@@ -88,6 +88,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         help=f"gate: the baseline's train/loss plateaued (relative change < TOL, default {CONVERGED_TOLERANCE:g})",
     )
     p.add_argument(
+        "--converged-window",
+        choices=["tenths", "final_lr"],
+        help="with --converged: compare the last tenth of the epochs with the tenth before (tenths, the default), or "
+        "the halves of the final constant-lr phase (final_lr: schedules that decay until near the end)",
+    )
+    p.add_argument(
         "--overfits",
         type=number_arg(*MIN_GAP),
         metavar="MIN",

@@ -215,5 +215,7 @@ def _check_gates(args: argparse.Namespace) -> None:
     for option in ("converged", "overfits"):
         if getattr(args, option, None) is not None and not args.baseline:
             raise ConfigError(f"--{option} checks the baseline's runs: it needs --baseline, e.g. --baseline reg=none")
+    if getattr(args, "converged_window", None) and getattr(args, "converged", None) is None:
+        raise ConfigError("--converged-window needs --converged (the gate whose window it sets)")
     for text in getattr(args, "precondition", None) or []:
         parse_precondition(text)
