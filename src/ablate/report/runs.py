@@ -134,6 +134,7 @@ class Run:
     seed: Any = None
     typed: dict[str, str] = field(default_factory=dict)  # normalised -> as typed
     data: dict[str, Any] = field(default_factory=dict, repr=False)
+    filled: set[str] = field(default_factory=set)  # normalised overrides named by fill_defaults, not typed
 
     @property
     def run_dir(self) -> Path:

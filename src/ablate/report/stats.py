@@ -116,6 +116,7 @@ def fill_defaults(runs: list[Run]) -> list[Run]:
             value = _group_choice(run, key) if "." not in key else _config_value(run.data.get("config"), key)
             if value is not _ABSENT:
                 run.overrides.append(f"{key}={_spell(value)}")
+                run.filled.add(normalize(run.overrides[-1]))
     return runs
 
 
@@ -234,12 +235,26 @@ def summarize(runs: list[Run], metrics: list[str], over: tuple[str, ...] = ("see
 
 def find_row(rows: list[Row], setting: str) -> Row | None:
     """The row named ``setting`` as typed, or with the same override values (``1e9`` == ``1000000000.0``); overrides
-    that every run shares may be included or left out."""
+    that every run shares may be included or left out. Defaults that only other folders' runs typed may be left out
+    too (fill_defaults names them): ``ensemble=none`` finds ``ensemble=none trainer.max_epochs=40`` when a second
+    sweep set ``trainer.max_epochs=60``, if it is the only row with ``ensemble=none`` (a plan declared before the runs
+    cannot know those names)."""
     for row in rows:
         if setting in (row.setting, row.exact):
             return row
     wanted = frozenset(normalize(t) for t in setting.split())
-    return next((r for r in rows if r.key <= wanted and wanted - r.key <= r.shared), None)
+    found = next((r for r in rows if r.key <= wanted and wanted - r.key <= r.shared), None)
+    if found is not None:
+        return found
+    containing = [r for r in rows if wanted <= r.key | r.shared]
+    if len(containing) == 1 and containing[0].key - wanted <= _filled(containing[0]):
+        return containing[0]
+    return None
+
+
+def _filled(row: Row) -> set[str]:
+    """The overrides that fill_defaults named (not typed) in every run of the row."""
+    return set.intersection(*(run.filled for run in row.runs)) if row.runs else set()
 
 
 def join_reference(rows: list[Row], reference: dict[str, Any]) -> list[str]:
