@@ -9,7 +9,8 @@ import statistics
 
 import pytest
 
-from ablate.report.gates import final_lr_change
+from ablate.config.rules.table import CONVERGED_WINDOWS
+from ablate.report.gates import WINDOWS, final_lr_change
 from tests.conftest import write_run
 from tests.test_gates import BASE, DECLARED, GAIN, PRIMARY, gate_lines, verdict_line
 from tests.test_table import error_of, table
@@ -72,3 +73,7 @@ def test_the_window_from_a_plan_and_its_errors(tmp_path, capsys):
     assert "converged.window must be one of tenths, final_lr" in error_of(capsys, root, "--plan", plan)
     err = error_of(capsys, root, *PRIMARY, *DECLARED, "--converged-window", "final_lr")
     assert "--converged-window needs --converged" in err
+
+
+def test_every_window_option_has_a_measure():
+    assert tuple(WINDOWS) == CONVERGED_WINDOWS

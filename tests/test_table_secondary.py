@@ -3,6 +3,8 @@ the metric, Holm-corrected in one family with the rows' own tests (ablate.report
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 
 import pytest
@@ -81,3 +83,17 @@ def test_secondary_metrics_from_a_plan_and_their_errors(swa, capsys, tmp_path):
     assert "test/nll_swa vs test/nll" in table(capsys, swa, "--metrics", "test/acc", "--plan", plan)
     assert "--secondary-metric needs --baseline" in error_of(capsys, swa, "--secondary-metric", "test/nll")
     assert "unknown metric 'test/nl'" in error_of(capsys, swa, *ARGS, "--secondary-metric", "test/nl")
+
+
+def test_csv_has_columns_per_secondary_metric(swa, capsys):
+    md = table(capsys, swa, *ARGS, "--secondary-metric", "test/nll", "--secondary-metric", "test/ece")
+    out = table(
+        capsys, swa, *ARGS, "--secondary-metric", "test/nll", "--secondary-metric", "test/ece", "--format", "csv"
+    )
+    rows = {r["setting"]: r for r in csv.DictReader(io.StringIO(out))}
+    swa_row, base = rows["ensemble=swa"], rows["ensemble=none"]
+    assert swa_row["test/nll_compared_metric"] == "test/nll_swa" and swa_row["test/nll_test"] == "paired t"
+    assert float(swa_row["test/nll_diff"]) == pytest.approx(sum(SWA_NLL) / 4 - sum(SGD_NLL) / 4)
+    assert f"Holm p = {float(swa_row['test/nll_p_holm']):.3g}" in _secondary_lines(md)["test/nll_swa"]
+    assert swa_row["test/nll_vs_baseline"] == "better"
+    assert swa_row["test/ece_vs_baseline"] == "" and base["test/nll_vs_baseline"] == ""  # not recorded; the baseline

@@ -108,7 +108,7 @@ def final_lr_change(losses: list[float], lrs: list[float]) -> tuple[float, int] 
     return abs(before - last) / max(abs(before), LOSS_FLOOR), k
 
 
-WINDOWS = {
+WINDOWS = {  # the names are ablate.config.rules.table.CONVERGED_WINDOWS (the options'); here, what each measures
     "tenths": "last {k} epochs vs the {k} before",
     "final_lr": "the final constant-lr phase, last {k} epochs vs the {k} before",
 }

@@ -31,6 +31,7 @@ from typing import Any
 from ablate.config.rules.table import (
     ALPHA,
     CONVERGED_TOLERANCE,
+    CONVERGED_WINDOWS,
     EXPECTED_EFFECT,
     MARGIN,
     MIN_GAP,
@@ -44,7 +45,6 @@ NUMBER_KEYS = {"alpha": ALPHA, "expected_effect": EXPECTED_EFFECT, "margin": MAR
 LIST_KEYS = ("metrics", "over", "row_metric", "secondary_metric")
 KEYS = (*TEXT_KEYS, *NUMBER_KEYS, *LIST_KEYS, "reference", "gates")
 GATE_KEYS = ("converged", "overfits", "preconditions")
-CONVERGED_WINDOWS = ("tenths", "final_lr")  # ablate.report.gates.WINDOWS
 EXAMPLE = "e.g. `primary: ensemble=swa`; see python -m ablate.table --help"
 
 

@@ -169,17 +169,23 @@ def _raw(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
 
 
+SECONDARY_COLUMNS = ("vs_baseline", "compared_metric", "diff", "p_value", "p_holm", "test")
+
+
 def render_csv(
     rows: list[Row], metrics: list[str], baseline_metric: str | None = None, notes: list[str] | None = None
 ) -> str:
     """One line per setting: counts by status, then <metric>_mean, _std, _n (and _ref, _diff; vs_baseline,
-    compared_metric, t, p_value, p_holm, test, and with a primary comparison verdict and mde on its row)."""
+    compared_metric, t, p_value, p_holm, test, and with a primary comparison verdict and mde on its row; per
+    --secondary-metric M: M_vs_baseline, M_compared_metric, M_diff, M_p_value, M_p_holm, M_test)."""
     ref_metrics = [m for m in metrics if any(m in r.reference for r in rows)]
     header = ["setting", "n", *(f"n_{s}" for s in NOT_COMPLETED)]
     header += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n")]
     header += [f"{m}_{s}" for m in ref_metrics for s in ("ref", "diff")]
     header += ["vs_baseline", "compared_metric", "t", "p_value", "p_holm", "test"] if baseline_metric else []
     header += ["verdict", "mde"] if _primary_row(rows) else []
+    secondary = list(dict.fromkeys(m for r in rows for m in r.secondary))  # --secondary-metric, as given
+    header += [f"{m}_{s}" for m in secondary for s in SECONDARY_COLUMNS]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -195,6 +201,13 @@ def render_csv(
             line += [r.verdict or "", r.compared or baseline_metric, _raw(r.t), _raw(r.p), _raw(r.p_holm), r.test]
         if _primary_row(rows):
             line += [r.primary.verdict, _raw(r.primary.mde)] if r.primary else ["", ""]
+        for m in secondary:
+            test = r.secondary.get(m)
+            line += (
+                [test.verdict, test.metric, _raw(test.diff), _raw(test.p), _raw(test.p_holm), test.test]
+                if test
+                else [""] * 6
+            )
         writer.writerow(line)
     return buf.getvalue()
 

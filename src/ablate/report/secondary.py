@@ -56,8 +56,8 @@ def secondary_tests(
     rows: list[Row], metrics: list[str], key_metric: str, over: tuple[str, ...] = ("seed",)
 ) -> tuple[list[SecondaryTest], list[str]]:
     """The tests of every row that has a baseline (see ablate.report.verdicts.compare) on each of ``metrics``, paired
-    by seed when both sides have the same seeds (as the rows' own tests), else Welch; returns them and a note per
-    row whose variant no run recorded."""
+    by seed when both sides have the same seeds (as the rows' own tests), else Welch; each also in its row's
+    ``secondary`` (by metric, for CSV). Returns them and a note per row whose variant no run recorded."""
     from ablate.report.verdicts import paired_values
 
     tests, missing = [], []
@@ -67,6 +67,7 @@ def secondary_tests(
             base = row.base
             if base is None or base is row:
                 continue
+            row.secondary[metric] = None  # a CSV column even where it cannot be tested
             mine, theirs = variant(metric, row, key_metric), variant(metric, base, key_metric)
             x, y = _finite(row, mine), _finite(base, theirs)
             if not x or not y:
@@ -85,6 +86,7 @@ def secondary_tests(
                 continue
             diff = statistics.fmean(x) - statistics.fmean(y)
             tests.append(SecondaryTest(row.setting, mine, theirs, test, n, diff, p))
+            row.secondary[metric] = tests[-1]
     return tests, missing
 
 

@@ -72,6 +72,7 @@ class Row:
     shared: frozenset[str] = frozenset()  # overrides every run has, left out of the name
     exact: str = ""  # the name with every value as recorded (CSV); ``setting`` rounds long floats for reading
     base: Row | None = field(default=None, repr=False)  # the row this one was tested against (see ``compare``)
+    secondary: dict[str, Any] = field(default_factory=dict)  # --secondary-metric -> secondary.SecondaryTest
 
     @property
     def counts(self) -> dict[str, int]:

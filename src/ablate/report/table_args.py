@@ -11,6 +11,7 @@ from typing import NoReturn
 from ablate.config.rules.table import (
     ALPHA,
     CONVERGED_TOLERANCE,
+    CONVERGED_WINDOWS,
     EXPECTED_EFFECT,
     MARGIN,
     MIN_GAP,
@@ -89,7 +90,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--converged-window",
-        choices=["tenths", "final_lr"],
+        choices=CONVERGED_WINDOWS,
         help="with --converged: compare the last tenth of the epochs with the tenth before (tenths, the default), or "
         "the halves of the final constant-lr phase (final_lr: schedules that decay until near the end)",
     )

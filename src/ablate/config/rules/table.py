@@ -19,6 +19,7 @@ ALPHA = ("a number in (0, 1)", "--alpha 0.05", lambda a: 0.0 < a < 1.0)
 STALE_AFTER = ("a positive number of seconds", "--stale-after 600", lambda s: 0.0 < s < math.inf)
 EXPECTED_EFFECT = ("a nonzero number", "--expected-effect 0.005", lambda x: x != 0.0 and math.isfinite(x))
 MARGIN = ("a positive number", "--margin 0.002", lambda m: 0.0 < m < math.inf)
+CONVERGED_WINDOWS = ("tenths", "final_lr")  # the converged gate's windows (ablate.report.gates.WINDOWS)
 TOLERANCE = ("a number in (0, 1)", "--converged 0.05", lambda t: 0.0 < t < 1.0)
 MIN_GAP = ("a number in (0, 1)", "--overfits 0.02", lambda g: 0.0 < g < 1.0)
 CONVERGED_TOLERANCE = 0.05  # --converged without a value: train/loss moved < 5% between the last two tenths of epochs
