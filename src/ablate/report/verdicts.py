@@ -12,15 +12,12 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ablate.errors import ConfigError
 from ablate.report.runs import Run, matches_over, normalize, override_key
 from ablate.report.significance import holm, mde, paired_t, welch
 from ablate.report.stats import Row, find_row, is_accuracy, lower_is_better
-
-if TYPE_CHECKING:
-    from ablate.report.secondary import SecondaryTest
 
 
 def baselines_for(rows: list[Row], baseline: str) -> dict[int, Row]:
@@ -100,9 +97,10 @@ def compare(
     return list({id(b): b for b in bases.values()}.values())
 
 
-def apply_holm(rows: list[Row], alpha: float, exclude: Row | None = None, extra: Sequence[SecondaryTest] = ()) -> int:
+def apply_holm(rows: list[Row], alpha: float, exclude: Row | None = None, extra: Sequence[Any] = ()) -> int:
     """Holm over every tested row but ``exclude`` (the primary comparison, tested on its own) and the ``extra``
-    secondary-metric tests (ablate.report.secondary); better / worse only when the adjusted p < alpha, else n.s.
+    secondary-metric tests (ablate.report.secondary.SecondaryTest: p, better_direction; given p_holm and verdict);
+    better / worse only when the adjusted p < alpha, else n.s.
     Returns the size of the family."""
     family = [r for r in rows if r is not exclude and r.base is not None and r.base is not r and r.test]
     adjusted = holm([r.p for r in family] + [s.p for s in extra])

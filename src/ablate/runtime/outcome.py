@@ -130,7 +130,8 @@ def start_fields(recipe: Recipe, torch_threads: int) -> dict[str, Any]:
 
 def print_summary(summary: dict[str, Any], run_dir: Path, job: list[str] | None = None) -> None:
     """The final metrics; a multirun job (``job``: its overrides) in one line, the sweep's recap names the folder."""
-    from ablate.runtime.sweep_recap import in_search, job_line
+    from ablate.runtime.sweep_continue import job_line
+    from ablate.runtime.sweep_recap import in_search
 
     metrics = summary["metrics"]
     averaged = [f"test/acc_{variant}" for variant in ("snapshot_ens", "ema", "swa")]  # beside the single model

@@ -158,8 +158,6 @@ def check_job_folder(output_dir: Path, overrides: list[str]) -> dict[str, Any] |
 def completed_before(output_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
     """For train.py in a sweep run again into its folder: the earlier record of a job that completed (said in its one
     line; the job is skipped), else None; a folder holding another job is a one-line error (exit 2)."""
-    from ablate.runtime.sweep_recap import job_line  # the recap imports this module
-
     try:
         earlier = check_job_folder(output_dir, overrides)
     except ConfigError as err:
@@ -168,3 +166,11 @@ def completed_before(output_dir: Path, overrides: list[str]) -> dict[str, Any] |
     if earlier is not None:
         print(job_line(overrides, f"skipped: completed before ({output_dir / 'results.json'})"), flush=True)
     return earlier
+
+
+def job_line(overrides: list[str], result: str) -> str:
+    """A multirun job's one line: ``job 3 (optimizer=adam seed=1): <result>``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    num = HydraConfig.get().job.num if HydraConfig.initialized() else "?"
+    return f"job {num} ({' '.join(overrides)}): {result}"

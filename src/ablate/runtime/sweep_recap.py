@@ -103,14 +103,6 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def job_line(overrides: list[str], result: str) -> str:
-    """A multirun job's one line: ``job 3 (optimizer=adam seed=1): <result>``."""
-    from hydra.core.hydra_config import HydraConfig
-
-    num = HydraConfig.get().job.num if HydraConfig.initialized() else "?"
-    return f"job {num} ({' '.join(overrides)}): {result}"
-
-
 def exit_code() -> int:
     """1 when the last sweep of this process had a job that did not complete, else 0."""
     return _EXIT_CODE
