@@ -1,7 +1,7 @@
 """The ensemble-size curve (Huang et al. 2017, Figure 3): test accuracy of the last m snapshots' softmax average vs m.
 
-    python experiments/snapshot_ensembles/ensemble_size.py logs/multiruns/snapshot_ensembles_cpu \
-        --out experiments/snapshot_ensembles/ensemble_size.png
+    python experiments/snapshot_ensembles/ensemble_size.py logs/multiruns/snapshot_ensembles_cpu_100ep \
+        logs/multiruns/snapshot_ensembles_cpu_100ep_snapshot --out experiments/snapshot_ensembles/ensemble_size.png
 
 One line per setting that recorded ``test/acc_snapshot_ens<m>`` (snapshot and NoCycle rows), mean and ±1 std over
 seeds; the single model (``ensemble=none``: ``test/acc``) as a horizontal band. Reads results.json files through the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ablate.report import build, load_runs
 from ablate.report.plots import _pyplot, _save
-from ablate.report.stats import available_metrics, find_row
+from ablate.report.stats import available_metrics, fill_defaults, find_row
 
 SIZE = re.compile(r"test/acc_snapshot_ens(\d+)")
 
@@ -25,12 +25,18 @@ def sizes(metrics: list[str]) -> list[int]:
     return sorted(int(m.group(1)) for m in map(SIZE.fullmatch, metrics) if m)
 
 
-def draw(root: Path, out: Path, single: str = "ensemble=none") -> list[tuple[str, list[float]]]:
-    """Draw the figure; returns (setting, mean accuracy per ensemble size) for each line drawn."""
-    runs = load_runs(root)
+def draw(root: Path | list[Path], out: Path, single: str = "ensemble=none") -> list[tuple[str, list[float]]]:
+    """Draw the figure from one sweep folder or several (the single model's and the ensembles', named alike as in
+    the table); returns (setting, mean accuracy per ensemble size) for each line drawn."""
+    roots = root if isinstance(root, list) else [root]
+    runs = [run for folder in roots for run in load_runs(folder)]
+    runs = fill_defaults(runs) if len(roots) > 1 else runs
     ms = sizes(available_metrics(runs))
     if not ms:
-        raise SystemExit(f"error: no test/acc_snapshot_ens<m> in the runs under {root}; run the README's sweeps first")
+        raise SystemExit(
+            f"error: no test/acc_snapshot_ens<m> in the runs under {', '.join(map(str, roots))}; run the README's "
+            "sweeps first"
+        )
     metrics = ["test/acc", *(f"test/acc_snapshot_ens{m}" for m in ms)]
     rows = build(runs, metrics)
     plt = _pyplot()
@@ -62,7 +68,7 @@ def draw(root: Path, out: Path, single: str = "ensemble=none") -> list[tuple[str
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", type=Path, help="the sweep folder (both of the README's sweeps write into it)")
+    p.add_argument("root", type=Path, nargs="+", help="the sweep folder(s): the single model's and the ensembles'")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("ensemble_size.png"))
     p.add_argument("--single", default="ensemble=none", help="the single-model setting (default: ensemble=none)")
     args = p.parse_args(argv)
