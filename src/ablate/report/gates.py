@@ -89,8 +89,13 @@ def plateau_change(losses: list[float]) -> tuple[float, int] | str:
     k = max(MIN_TAIL_EPOCHS, math.ceil(TAIL * len(losses)))
     if len(losses) < 2 * k:
         return f"{len(losses)} epochs with a train/loss, needs {2 * MIN_TAIL_EPOCHS}+"
+    return _last_vs_before(losses, k), k
+
+
+def _last_vs_before(losses: list[float], k: int) -> float:
+    """Relative change of the mean loss over the last ``k`` epochs against the ``k`` before (floored, LOSS_FLOOR)."""
     before, last = statistics.fmean(losses[-2 * k : -k]), statistics.fmean(losses[-k:])
-    return abs(before - last) / max(abs(before), LOSS_FLOOR), k
+    return abs(before - last) / max(abs(before), LOSS_FLOOR)
 
 
 def final_lr_change(losses: list[float], lrs: list[float]) -> tuple[float, int] | str:
@@ -104,8 +109,7 @@ def final_lr_change(losses: list[float], lrs: list[float]) -> tuple[float, int] 
     k = phase // 2
     if k < MIN_TAIL_EPOCHS:
         return f"final constant-lr phase of {phase} epoch{'s' * (phase != 1)}, needs {2 * MIN_TAIL_EPOCHS}+"
-    before, last = statistics.fmean(losses[-2 * k : -k]), statistics.fmean(losses[-k:])
-    return abs(before - last) / max(abs(before), LOSS_FLOOR), k
+    return _last_vs_before(losses, k), k
 
 
 WINDOWS = {  # the names are ablate.config.rules.table.CONVERGED_WINDOWS (the options'); here, what each measures

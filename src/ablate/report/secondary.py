@@ -11,7 +11,6 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from ablate.report.significance import paired_t, welch
 from ablate.report.stats import Row, is_accuracy, lower_is_better
 
 
@@ -58,7 +57,7 @@ def secondary_tests(
     """The tests of every row that has a baseline (see ablate.report.verdicts.compare) on each of ``metrics``, paired
     by seed when both sides have the same seeds (as the rows' own tests), else Welch; each also in its row's
     ``secondary`` (by metric, for CSV). Returns them and a note per row whose variant no run recorded."""
-    from ablate.report.verdicts import paired_values
+    from ablate.report.verdicts import paired_or_welch, paired_values
 
     tests, missing = [], []
     for metric in metrics:
@@ -74,13 +73,8 @@ def secondary_tests(
                 missing.append(f"{row.setting}: {mine if not x else theirs} not recorded, not tested")
                 continue
             a, b = paired_values(row, mine, over), paired_values(base, theirs, over)
-            if a and set(a) == set(b) and len(a) > 1:
-                keys = sorted(a)
-                _, p = paired_t([a[k] for k in keys], [b[k] for k in keys])
-                test, n = "paired t", f"{len(keys)} pairs"
-            else:
-                _, p = welch(x, y)
-                test, n = "Welch", f"{len(x)} vs {len(y)}"
+            _, p, paired = paired_or_welch(a, b, x, y)
+            test, n = ("paired t", f"{len(a)} pairs") if paired else ("Welch", f"{len(x)} vs {len(y)}")
             if math.isnan(p):
                 missing.append(f"{row.setting}: {mine} vs {theirs} not testable (n < 2 or constant values)")
                 continue

@@ -147,9 +147,10 @@ def run(args: argparse.Namespace) -> str:
         from ablate.report.verdicts import primary
 
         verdict = primary(rows, args.primary, args.expected_effect, args.margin, args.alpha, over)
-    notes, gates = _notes(rows, metrics, gate_spec, find_row(rows, args.primary) if args.primary else None)
+    primary_row = find_row(rows, args.primary) if args.primary else None
+    notes, gates = _notes(rows, metrics, gate_spec, primary_row)
     if args.baseline and args.secondary_metric:
-        notes += _secondary(rows, args, key_metric, over)
+        notes += _secondary(rows, args, key_metric, over, primary_row)
     failures = [g.failure for g in gates if not g.passed]
     if verdict is not None and failures:
         verdict.fail_gates(failures)
@@ -204,15 +205,16 @@ def _notes(rows: list[Any], metrics: list[str], gate_spec: Any, primary_row: Any
     return notes, gates
 
 
-def _secondary(rows: list[Any], args: argparse.Namespace, key_metric: str, over: tuple[str, ...]) -> list[str]:
+def _secondary(
+    rows: list[Any], args: argparse.Namespace, key_metric: str, over: tuple[str, ...], primary_row: Any
+) -> list[str]:
     """--secondary-metric: the tests, Holm-corrected in one family with the rows' own tests (the primary row's
     key-metric test stays out of it, as in the verdict rule); their lines under the table."""
     from ablate.report.secondary import notes, secondary_tests
-    from ablate.report.stats import find_row
     from ablate.report.verdicts import apply_holm
 
     tests, missing = secondary_tests(rows, args.secondary_metric, key_metric, over)
-    family = apply_holm(rows, args.alpha, find_row(rows, args.primary) if args.primary else None, tests)
+    family = apply_holm(rows, args.alpha, primary_row, tests)
     return notes(tests, missing, family)
 
 

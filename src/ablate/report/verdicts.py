@@ -81,12 +81,7 @@ def compare(
         base_values = base.stats[base_metric]
         stat = row.stats[row.compared]
         a, b = paired_values(row, row.compared, over), paired_values(base, base_metric, over)
-        paired = bool(a) and set(a) == set(b) and len(a) > 1
-        row.t, row.p = (
-            paired_t([a[k] for k in sorted(a)], [b[k] for k in sorted(a)])
-            if paired
-            else welch(stat.values, base_values.values)
-        )
+        row.t, row.p, paired = paired_or_welch(a, b, stat.values, base_values.values)
         if math.isnan(row.p):
             tested = stat.n > 1 and base_values.n > 1
             # Both sides constant: equal means are no difference (e.g. an inactive option); unequal ones untestable.
@@ -163,6 +158,17 @@ class Primary:
     def expected_raw(self) -> float:
         """The expected effect as a difference row - baseline (``expected`` is signed as an improvement)."""
         return -self.expected if lower_is_better(self.metric) else self.expected
+
+
+def paired_or_welch(
+    a: dict[tuple, float], b: dict[tuple, float], x: list[float], y: list[float]
+) -> tuple[float, float, bool]:
+    """(t, p, paired): a paired t-test on the per-key differences when both sides have exactly the same 2+ keys
+    (``paired_values``), else Welch's t-test on all the values ``x`` vs ``y``."""
+    if a and set(a) == set(b) and len(a) > 1:
+        keys = sorted(a)
+        return (*paired_t([a[k] for k in keys], [b[k] for k in keys]), True)
+    return (*welch(x, y), False)
 
 
 def paired_values(row: Row, metric: str, over: tuple[str, ...] = ("seed",)) -> dict[tuple, float]:
