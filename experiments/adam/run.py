@@ -7,9 +7,13 @@
 3. Final: seeds 0, 1, 2 at each optimizer's selected rate, into ``logs/multiruns/adam_cpu/<optimizer>``, for the
    table and its verdict (experiments/adam/README.md).
 
+``--epochs N`` runs grid, selection and final runs at N epochs instead of the config's 10, into their own folders
+(``adam_cpu_<N>ep_grid``, ``adam_cpu_<N>ep``) and selection table (``grid_<N>ep.md``): the selection is redone at the
+run length the verdict is read at, since the best rate for 10 epochs need not be the best for 50.
+
 Rerunning continues: finished sweeps are skipped by train.py (issue 18: sweeps survive an interruption).
 
-    python experiments/adam/run.py [--dry-run]
+    python experiments/adam/run.py [--epochs 50] [--concurrent] [--dry-run]
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ GRID: dict[str, list[float]] = {  # declared before any run: default x {0.1, 0.3
 }
 
 
-def sweep(optimizer: str, lrs: str, seeds: str, folder: Path, dry_run: bool) -> None:
-    cmd = [
+def sweep_command(
+    optimizer: str, lrs: str, seeds: str, folder: Path, epochs: int | None, jobs: int | None
+) -> list[str]:
+    return [
         sys.executable,
         str(REPO / "train.py"),
         "-m",
@@ -42,12 +48,34 @@ def sweep(optimizer: str, lrs: str, seeds: str, folder: Path, dry_run: bool) -> 
         f"optimizer={optimizer}",
         f"optimizer.lr={lrs}",
         f"seed={seeds}",
+        *([f"trainer.max_epochs={epochs}"] if epochs else []),
         f"hydra.sweep.dir={folder}",
+        *([f"hydra.launcher.n_jobs={jobs}"] if jobs else []),  # hydra.* keys do not enter the job folders' names
     ]
-    print(" ".join(cmd[1:]), flush=True)
+
+
+def run_stage(commands: list[list[str]], concurrent: bool, dry_run: bool) -> None:
+    """One sweep after another (each with the config's 2 jobs), or all at once with 1 job each: five sweeps of 5 or 3
+    jobs at 2 at a time leave a core idle for each sweep's last job; at once, both cores stay busy to the end."""
+    for cmd in commands:
+        print(" ".join(cmd[1:]), flush=True)
     if dry_run:
         return
-    code = subprocess.run(cmd, cwd=REPO).returncode
+    if not concurrent:
+        for cmd in commands:
+            check(cmd, subprocess.run(cmd, cwd=REPO).returncode)
+        return
+    running = []
+    for cmd in commands:
+        log = Path(next(a for a in cmd if a.startswith("hydra.sweep.dir=")).split("=", 1)[1] + ".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as out:  # each sweep's progress in <sweep folder>.log, not interleaved on the terminal
+            running.append((cmd, subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)))
+    for cmd, process in running:
+        check(cmd, process.wait())
+
+
+def check(cmd: list[str], code: int) -> None:
     if code not in (0, 1):  # 1: a job diverged (a learning rate too high for this optimizer: it counts as +inf)
         raise SystemExit(f"error: {' '.join(cmd[1:])} exited {code}")
 
@@ -60,9 +88,9 @@ def final_train_loss(run: Path) -> float:
     return float(results["metrics"].get("train/loss", float("inf")))
 
 
-def select(optimizer: str) -> tuple[float, list[tuple[float, float]]]:
+def select(grid: Path, optimizer: str) -> tuple[float, list[tuple[float, float]]]:
     rows = []
-    for run in sorted((LOGS / "adam_cpu_grid" / optimizer).glob("*/results.json")):
+    for run in sorted((grid / optimizer).glob("*/results.json")):
         results = json.loads(run.read_text())
         lr = float(results["config"]["optimizer"]["lr"]) if "config" in results else None
         if lr is None:
@@ -75,23 +103,35 @@ def select(optimizer: str) -> tuple[float, list[tuple[float, float]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the config's 10)")
+    parser.add_argument(
+        "--concurrent", action="store_true", help="run each stage's five sweeps at once, 1 job each (logs: <sweep>.log)"
+    )
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    for optimizer, lrs in GRID.items():
-        sweep(optimizer, ",".join(map(str, lrs)), str(SELECTION_SEED), LOGS / "adam_cpu_grid" / optimizer, args.dry_run)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be a positive number of epochs, got {args.epochs}")
+    tag = f"_{args.epochs}ep" if args.epochs else ""
+    grid, final = LOGS / f"adam_cpu{tag}_grid", LOGS / f"adam_cpu{tag}"
+    jobs = 1 if args.concurrent else None
+    grid_sweeps = [
+        sweep_command(o, ",".join(map(str, lrs)), str(SELECTION_SEED), grid / o, args.epochs, jobs)
+        for o, lrs in GRID.items()
+    ]
+    run_stage(grid_sweeps, args.concurrent, args.dry_run)
     if args.dry_run:
         return
     chosen = {}
     lines = ["| optimizer | lr: final train/loss (seed 100) | selected lr |", "|---|---|---|"]
     for optimizer in GRID:
-        best, rows = select(optimizer)
+        best, rows = select(grid, optimizer)
         chosen[optimizer] = best
         cells = ", ".join(f"{lr:g}: {loss:.4f}" for lr, loss in rows)
         lines.append(f"| {optimizer} | {cells} | **{best:g}** |")
-    (REPO / "experiments" / "adam" / "grid.md").write_text("\n".join(lines) + "\n")
+    (REPO / "experiments" / "adam" / f"grid{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
-    for optimizer, lr in chosen.items():
-        sweep(optimizer, str(lr), FINAL_SEEDS, LOGS / "adam_cpu" / optimizer, False)
+    final_sweeps = [sweep_command(o, str(lr), FINAL_SEEDS, final / o, args.epochs, jobs) for o, lr in chosen.items()]
+    run_stage(final_sweeps, args.concurrent, False)
 
 
 if __name__ == "__main__":
