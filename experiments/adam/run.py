@@ -50,13 +50,16 @@ def sweep_command(
         f"seed={seeds}",
         *([f"trainer.max_epochs={epochs}"] if epochs else []),
         f"hydra.sweep.dir={folder}",
-        *([f"hydra.launcher.n_jobs={jobs}"] if jobs else []),  # hydra.* keys do not enter the job folders' names
+        # hydra.* keys do not enter the job folders' names; one job: torch would take every core, and five sweeps of
+        # 2-thread jobs on 2 cores ran ~6x slower than 1-thread ones (OpenMP threads wait on each other)
+        *([f"hydra.launcher.n_jobs={jobs}", "torch_threads=1"] if jobs else []),
     ]
 
 
 def run_stage(commands: list[list[str]], concurrent: bool, dry_run: bool) -> None:
-    """One sweep after another (each with the config's 2 jobs), or all at once with 1 job each: five sweeps of 5 or 3
-    jobs at 2 at a time leave a core idle for each sweep's last job; at once, both cores stay busy to the end."""
+    """One sweep after another (each with the config's 2 jobs), or all at once with 1 job of 1 thread each: five sweeps
+    of 5 or 3 jobs at 2 at a time leave a core idle for each sweep's last job; at once, both cores stay busy to the
+    end."""
     for cmd in commands:
         print(" ".join(cmd[1:]), flush=True)
     if dry_run:
@@ -105,7 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the config's 10)")
     parser.add_argument(
-        "--concurrent", action="store_true", help="run each stage's five sweeps at once, 1 job each (logs: <sweep>.log)"
+        "--concurrent",
+        action="store_true",
+        help="run each stage's five sweeps at once, 1 job of 1 thread each (logs: <sweep>.log)",
     )
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
