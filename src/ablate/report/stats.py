@@ -239,17 +239,23 @@ def find_row(rows: list[Row], setting: str) -> Row | None:
     that every run shares may be included or left out. Defaults that only other folders' runs typed may be left out
     too (fill_defaults names them): ``ensemble=none`` finds ``ensemble=none trainer.max_epochs=40`` when a second
     sweep set ``trainer.max_epochs=60``, if it is the only row with ``ensemble=none`` (a plan declared before the runs
-    cannot know those names)."""
+    cannot know those names). ``key=*`` stands for any value of that key, for a value chosen after the plan was
+    written (``optimizer=adam optimizer.lr=*``: the rate a grid search picked); it too must name one row alone."""
     for row in rows:
         if setting in (row.setting, row.exact):
             return row
-    wanted = frozenset(normalize(t) for t in setting.split())
-    found = next((r for r in rows if r.key <= wanted and wanted - r.key <= r.shared), None)
-    if found is not None:
-        return found
+    tokens = setting.split()
+    free = {override_key(t) for t in tokens if t.split("=", 1)[-1] == "*"}
+    wanted = frozenset(normalize(t) for t in tokens if override_key(t) not in free)
+    if not free:
+        found = next((r for r in rows if r.key <= wanted and wanted - r.key <= r.shared), None)
+        if found is not None:
+            return found
     containing = [r for r in rows if wanted <= r.key | r.shared]
-    if len(containing) == 1 and containing[0].key - wanted <= _filled(containing[0]):
-        return containing[0]
+    if len(containing) == 1:
+        extra = containing[0].key - wanted
+        if {t for t in extra if override_key(t) not in free} <= _filled(containing[0]):
+            return containing[0]
     return None
 
 

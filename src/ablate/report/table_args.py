@@ -45,7 +45,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["md", "csv", "latex"], default="md")
     p.add_argument("--plan", type=Path, help="the experiment's declaration (plan.yaml; options given here override it)")
     p.add_argument("--over", help="comma-separated keys pooled within a row (default: seed)")
-    p.add_argument("--baseline", help="the setting to compare against, as typed, e.g. 'reg=none'")
+    p.add_argument(
+        "--baseline", help="the setting to compare against, as typed, e.g. 'reg=none'; 'key=*' leaves key's value open"
+    )
     p.add_argument("--baseline-metric", help="metric of the t-test (default: first --metrics given, else test/acc)")
     p.add_argument(
         "--row-metric",
