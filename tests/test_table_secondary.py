@@ -97,3 +97,20 @@ def test_csv_has_columns_per_secondary_metric(swa, capsys):
     assert f"Holm p = {float(swa_row['test/nll_p_holm']):.3g}" in _secondary_lines(md)["test/nll_swa"]
     assert swa_row["test/nll_vs_baseline"] == "better"
     assert swa_row["test/ece_vs_baseline"] == "" and base["test/nll_vs_baseline"] == ""  # not recorded; the baseline
+
+
+def test_build_tests_secondary_metrics_as_the_table_does(swa, capsys):
+    """Notebooks' build() takes secondary_metrics: the same tests and Holm family as --secondary-metric."""
+    from ablate.errors import ConfigError
+    from ablate.report import build, load_runs
+
+    runs = load_runs(swa)
+    row_metrics = {"ensemble=swa": "test/acc_swa"}
+    metrics = ["test/acc", "test/acc_swa"]
+    rows = build(runs, metrics, baseline="ensemble=none", row_metrics=row_metrics, secondary_metrics=["test/nll"])
+    test = next(r for r in rows if r.setting == "ensemble=swa").secondary["test/nll"]
+    out = table(capsys, swa, *ARGS, "--secondary-metric", "test/nll")
+    assert test.line() == _secondary_lines(out)["test/nll_swa"]
+    assert test.verdict == "better" and test.metric == "test/nll_swa"
+    with pytest.raises(ConfigError, match="need a baseline"):
+        build(runs, ["test/acc"], secondary_metrics=["test/nll"])
