@@ -14,12 +14,12 @@ from tests.conftest import REPO, load_script, write_run
 def test_paired_gain_per_setting_and_overall(tmp_path: Path, capsys) -> None:
     script = load_script(REPO / "experiments/fractional_max_pooling/test_passes.py", "fmp_test_passes")
     pairs = {"random": [(0.70, 0.74), (0.72, 0.75), (0.71, 0.76)], "pseudorandom": [(0.80, 0.81), (0.78, 0.80)]}
-    for mode, runs in pairs.items():
+    for mode, runs in pairs.items():  # each mode swept into its own folder: both read as one set of runs
         for seed, (single, averaged) in enumerate(runs):
             metrics = {"test/acc_single_pass": single, "test/acc": averaged}
-            write_run(tmp_path, f"{mode}{seed}", [f"reg.fmp_mode={mode}", f"seed={seed}"], **metrics)
-    write_run(tmp_path, "failed", ["reg.fmp_mode=random", "seed=9"], status="failed")  # not completed: left out
-    script.main([str(tmp_path)])
+            write_run(tmp_path / mode, f"{mode}{seed}", [f"reg.fmp_mode={mode}", f"seed={seed}"], **metrics)
+    write_run(tmp_path / "random", "failed", ["reg.fmp_mode=random", "seed=9"], status="failed")  # left out
+    script.main([str(tmp_path / "random"), str(tmp_path / "pseudorandom")])
     out = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines()[2:]}
     assert out["reg.fmp_mode=random"].split("|")[2:4] == [" 3 ", " +4.00 "]  # gains 4, 3, 5 points
     assert out["reg.fmp_mode=pseudorandom"].split("|")[3] == " +1.50 "

@@ -1,7 +1,9 @@
 """1 vs R test passes, paired: every FMP run is scored both ways on the same images with the same weights, so the
 gain of averaging R passes (``test/acc``) over one pass (``test/acc_single_pass``) is a paired difference per run.
 
-    python experiments/fractional_max_pooling/test_passes.py logs/multiruns/fractional_max_pooling_cpu
+    python experiments/fractional_max_pooling/test_passes.py logs/multiruns/fractional_max_pooling_cpu [MORE ...]
+
+Several sweep folders are read as one set of runs (e.g. each pooling mode swept into its own folder).
 
 Prints a Markdown table: per setting (seeds pooled, as ``python -m ablate.table`` names rows) and over all completed
 runs, the mean gain in points, its std, n and the paired t-test's two-sided p (scipy.stats.ttest_rel). The table
@@ -20,15 +22,19 @@ from pathlib import Path
 
 from scipy.stats import binomtest, ttest_rel
 
-from ablate.report import build, load_runs
+from ablate.report import Run, build, load_runs
 from ablate.report.significance import holm
 
 SINGLE, AVERAGED = "test/acc_single_pass", "test/acc"
 
 
-def paired_rows(root: Path) -> list[tuple[str, list[float], list[float]]]:
+def load(roots: list[Path]) -> list[Run]:
+    return [run for root in roots for run in load_runs(root)]
+
+
+def paired_rows(roots: list[Path]) -> list[tuple[str, list[float], list[float]]]:
     """(setting, single-pass accuracies, averaged accuracies) per row, then "all runs"; completed runs only."""
-    rows = build(load_runs(root), [SINGLE, AVERAGED])
+    rows = build(load(roots), [SINGLE, AVERAGED])
     out = []
     for row in rows:
         done = [r for r in row.runs if r.status == "completed" and r.metric(SINGLE) is not None]
@@ -45,9 +51,9 @@ def line(setting: str, single: list[float], averaged: list[float]) -> str:
     return f"| {setting} | {len(gains)} | {statistics.fmean(gains):+.2f} | {statistics.stdev(gains):.2f} | {p:.3g} |"
 
 
-def mcnemar_lines(root: Path) -> list[str]:
+def mcnemar_lines(roots: list[Path]) -> list[str]:
     """One line per completed run with McNemar counts: setting, seed, b, c, exact p, Holm-adjusted p, the result."""
-    runs = [r for r in load_runs(root) if r.status == "completed" and r.data.get("test_passes")]
+    runs = [r for r in load(roots) if r.status == "completed" and r.data.get("test_passes")]
     if not runs:
         return []
     counts = [(r, r.data["test_passes"]) for r in sorted(runs, key=lambda r: (" ".join(r.overrides), str(r.seed)))]
@@ -69,15 +75,15 @@ def mcnemar_lines(root: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", type=Path, help="the sweep folder")
+    p.add_argument("roots", type=Path, nargs="+", metavar="root", help="the sweep folder(s)")
     args = p.parse_args(argv)
-    rows = paired_rows(args.root)
+    rows = paired_rows(args.roots)
     if not rows[-1][1]:
-        raise SystemExit(f"error: no completed run with {SINGLE} under {args.root}")
+        raise SystemExit(f"error: no completed run with {SINGLE} under {' '.join(map(str, args.roots))}")
     print(f"| setting | n | gain of R passes ({AVERAGED} - {SINGLE}), points | std | p (paired t) |")
     print("|---|---|---|---|---|")
     print("\n".join(line(*r) for r in rows))
-    per_run = mcnemar_lines(args.root)
+    per_run = mcnemar_lines(args.roots)
     if per_run:
         print("\nPer run, McNemar's exact test of 1 vs R passes (same weights, same images), Holm over the runs:\n")
         print("\n".join(per_run))
