@@ -22,19 +22,15 @@ from pathlib import Path
 
 from scipy.stats import binomtest, ttest_rel
 
-from ablate.report import Run, build, load_runs
+from ablate.report import build, load_all
 from ablate.report.significance import holm
 
 SINGLE, AVERAGED = "test/acc_single_pass", "test/acc"
 
 
-def load(roots: list[Path]) -> list[Run]:
-    return [run for root in roots for run in load_runs(root)]
-
-
 def paired_rows(roots: list[Path]) -> list[tuple[str, list[float], list[float]]]:
     """(setting, single-pass accuracies, averaged accuracies) per row, then "all runs"; completed runs only."""
-    rows = build(load(roots), [SINGLE, AVERAGED])
+    rows = build(load_all(roots), [SINGLE, AVERAGED])
     out = []
     for row in rows:
         done = [r for r in row.runs if r.status == "completed" and r.metric(SINGLE) is not None]
@@ -53,7 +49,7 @@ def line(setting: str, single: list[float], averaged: list[float]) -> str:
 
 def mcnemar_lines(roots: list[Path]) -> list[str]:
     """One line per completed run with McNemar counts: setting, seed, b, c, exact p, Holm-adjusted p, the result."""
-    runs = [r for r in load(roots) if r.status == "completed" and r.data.get("test_passes")]
+    runs = [r for r in load_all(roots) if r.status == "completed" and r.data.get("test_passes")]
     if not runs:
         return []
     counts = [(r, r.data["test_passes"]) for r in sorted(runs, key=lambda r: (" ".join(r.overrides), str(r.seed)))]

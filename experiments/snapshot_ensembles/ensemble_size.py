@@ -14,9 +14,9 @@ import argparse
 import re
 from pathlib import Path
 
-from ablate.report import build, load_runs
+from ablate.report import build, load_all
 from ablate.report.plots import _pyplot, _save
-from ablate.report.stats import available_metrics, fill_defaults, find_row
+from ablate.report.stats import available_metrics, find_row
 
 SIZE = re.compile(r"test/acc_snapshot_ens(\d+)")
 
@@ -29,8 +29,7 @@ def draw(root: Path | list[Path], out: Path, single: str = "ensemble=none") -> l
     """Draw the figure from one sweep folder or several (the single model's and the ensembles', named alike as in
     the table); returns (setting, mean accuracy per ensemble size) for each line drawn."""
     roots = root if isinstance(root, list) else [root]
-    runs = [run for folder in roots for run in load_runs(folder)]
-    runs = fill_defaults(runs) if len(roots) > 1 else runs
+    runs = load_all(roots)
     ms = sizes(available_metrics(runs))
     if not ms:
         raise SystemExit(

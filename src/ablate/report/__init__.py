@@ -16,9 +16,9 @@ from ablate.errors import ConfigError
 from ablate.report.plots import plot_bars, plot_curves
 from ablate.report.reference import load_reference
 from ablate.report.render import render
-from ablate.report.runs import NON_SETTING_KEYS, Run, load_runs, read_history
+from ablate.report.runs import NON_SETTING_KEYS, STALE_AFTER_S, Run, load_runs, read_history
 from ablate.report.secondary import secondary_tests
-from ablate.report.stats import Row, available_metrics, baseline_first, join_reference, summarize
+from ablate.report.stats import Row, available_metrics, baseline_first, fill_defaults, join_reference, summarize
 from ablate.report.verdicts import apply_holm, compare
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Run",
     "available_metrics",
     "build",
+    "load_all",
     "load_reference",
     "load_runs",
     "plot_bars",
@@ -34,6 +35,18 @@ __all__ = [
     "read_history",
     "render",
 ]
+
+
+def load_all(roots: list[str | Path] | list[Path], stale_after: float = STALE_AFTER_S) -> list[Run]:
+    """The runs under every root (a run found twice, through nested roots, counted once), named so that runs of
+    different folders line up by setting (``fill_defaults``)."""
+    runs, seen = [], set()
+    for root in roots:
+        for run in load_runs(root, stale_after=stale_after):  # a root without runs is its one-line error
+            if run.path.resolve() not in seen:
+                seen.add(run.path.resolve())
+                runs.append(run)
+    return fill_defaults(runs) if len(runs) > 1 else runs
 
 
 def build(

@@ -91,7 +91,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from ablate.config.metric_registry import is_known
@@ -115,26 +114,12 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, Any]
     return row_metrics, load_reference(args.reference) if args.reference else None, gates
 
 
-def _load(roots: list[Path], stale_after: float) -> list[Any]:
-    """The runs under every root (a run found twice, through nested roots, counted once)."""
-    from ablate.report import load_runs
-    from ablate.report.stats import fill_defaults
-
-    runs, seen = [], set()
-    for root in roots:
-        for run in load_runs(root, stale_after=stale_after):  # a root without runs is its one-line error
-            if run.path.resolve() not in seen:
-                seen.add(run.path.resolve())
-                runs.append(run)
-    return fill_defaults(runs) if len(runs) > 1 else runs
-
-
 def run(args: argparse.Namespace) -> str:
-    from ablate.report import available_metrics, build, plot_bars, plot_curves, render
+    from ablate.report import available_metrics, build, load_all, plot_bars, plot_curves, render
     from ablate.report.stats import find_row
 
     row_metrics, reference, gate_spec = check_args(args)
-    runs = _load(args.root, args.stale_after)
+    runs = load_all(args.root, args.stale_after)
     known = available_metrics(runs)
     metrics = args.metrics or [m for m in DEFAULT_METRICS if m in known] or [m for m in known if is_known(m)][:3]
     key_metric = args.baseline_metric or (args.metrics[0] if args.metrics else "test/acc")
